@@ -1,0 +1,103 @@
+"""provision: a ready PostgreSQL in Docker, with your databases built, stamped and verified, in one command.
+
+The library surface: load a config, then call the verbs in `provision.api`.
+
+    from provision import load_config, up, fresh, database_url, connect
+    cfg = load_config("provision.yaml")
+    fresh(cfg, yes=True)
+    conn = connect(cfg, "chatbi")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .api import (
+        DatabaseStatus,
+        DownResult,
+        FreshPlan,
+        FreshResult,
+        StatusResult,
+        UpResult,
+        connect,
+        database_url,
+        down,
+        fresh,
+        plan_fresh,
+        status,
+        up,
+        wait,
+    )
+    from .config import Config, DatabaseConfig, load_config
+    from .errors import (
+        AuthFailed,
+        ConfigError,
+        ContainerError,
+        DockerUnavailable,
+        LockBusy,
+        NotReady,
+        ProvisionError,
+        Refused,
+        ServerError,
+        SqlError,
+    )
+
+# Imported on first use, so `provision --help` does not pay for psycopg2 and the Docker SDK.
+_LAZY = {
+    "api": (
+        "api",
+        "DatabaseStatus DownResult FreshPlan FreshResult StatusResult UpResult connect database_url "
+        "down fresh plan_fresh status up wait",
+    ),
+    "config": ("config", "Config DatabaseConfig load_config"),
+    "errors": (
+        "errors",
+        "AuthFailed ConfigError ContainerError DockerUnavailable LockBusy NotReady ProvisionError "
+        "Refused ServerError SqlError",
+    ),
+}
+_WHERE = {name: module for module, names in _LAZY.values() for name in names.split()}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'provision' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+__all__ = [
+    "AuthFailed",
+    "Config",
+    "ConfigError",
+    "ContainerError",
+    "DatabaseConfig",
+    "DatabaseStatus",
+    "DockerUnavailable",
+    "DownResult",
+    "FreshPlan",
+    "FreshResult",
+    "LockBusy",
+    "NotReady",
+    "ProvisionError",
+    "Refused",
+    "ServerError",
+    "SqlError",
+    "StatusResult",
+    "UpResult",
+    "__version__",
+    "connect",
+    "database_url",
+    "down",
+    "fresh",
+    "load_config",
+    "plan_fresh",
+    "status",
+    "up",
+    "wait",
+]

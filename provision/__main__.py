@@ -1,0 +1,5 @@
+"""Makes `python -m provision` run the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,405 @@
+"""The command line: parses options, calls provision.api, renders results, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import ProvisionError, Refused
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .pipeline import Event
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  unexpected internal error (run with --debug and report it)
+  2  bad configuration, flag or input file (nothing was touched)
+  3  Docker engine unreachable
+  4  container or image problem (port taken, image missing, drift)
+  5  server not ready (timeout, container exited or restart-looping)
+  6  authentication failed
+  7  SQL error or failed verification (the old database is untouched)
+  8  another provisioner holds the lock (--no-wait)
+  9  refused: confirmation needed (--yes), or a non-local server (--allow-remote)
+  10 server error (connection lost, disk full, ...)
+  130 interrupted (Ctrl-C); nothing half-built is left in place
+"""
+
+
+class Context:
+    def __init__(self, config_path: str | None, overrides: dict[str, Any], debug: bool) -> None:
+        self.config_path = config_path
+        self.overrides = overrides
+        self.debug = debug
+
+    def config(self, **extra: Any) -> Config:
+        from .config import load_config
+
+        return load_config(self.config_path, overrides={**self.overrides, **extra})
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="provision")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="YAML config (default: $PROVISION_CONFIG, then ./provision.yaml).",
+)
+@click.option(
+    "--target", type=click.Choice(["docker", "server"]), help="Run a container (docker) or use an existing server."
+)
+@click.option("--container", help="Container name.")
+@click.option("--image", help="Server image.")
+@click.option("--port", type=int, help="Host port (docker: published on --bind; server: where it listens).")
+@click.option("--host", help="Server host (target: server).")
+@click.option("--user", help="Database user.")
+@click.option("--debug", is_flag=True, envvar="PROVISION_DEBUG", help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, /, config_path: str | None, debug: bool, **overrides: Any) -> None:
+    """A ready PostgreSQL in Docker, with your databases built, stamped and verified.
+
+    \b
+    Example:
+      provision fresh --yes        # container up, chatbi + chatbi_demo rebuilt
+      provision -c examples/sqlclient/provision.yaml fresh --yes
+    """
+    ctx.obj = Context(config_path, overrides, debug)
+
+
+def _echo_event(quiet: bool) -> Callable[[Event], None]:
+    def emit(event: Event) -> None:
+        if quiet and event.kind != "wait":
+            return
+        where = f"[{event.database}] " if event.database else ""
+        took = f"  {event.seconds:.2f}s" if event.seconds is not None else ""
+        mark = {"step": "  ok", "info": "  ..", "wait": "wait"}[event.kind]
+        click.echo(f"{mark} {where}{event.message}{took}", err=event.kind == "wait")
+
+    return emit
+
+
+def _timeout_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--timeout", type=float, help="Seconds to wait for the server (default 60).")(f)
+
+
+@cli.command()
+@click.option(
+    "--recreate", is_flag=True, help="Replace the container (keeps the volume) when it differs from the config."
+)
+@_timeout_option
+@click.option("-q", "--quiet", is_flag=True)
+@pass_ctx
+def up(obj: Context, recreate: bool, timeout: float | None, quiet: bool) -> None:
+    """Create or reuse the container, start it, and wait until it accepts logins.
+
+    \b
+    Example:
+      provision up && psql "$(provision url --show-password)"
+    """
+    from . import api
+
+    cfg = obj.config(timeout=timeout)
+    result = api.up(cfg, recreate=recreate, on_event=_echo_event(quiet))
+    if not quiet:
+        click.echo(
+            f"{result.action} {result.container or cfg.host}: ready on {result.host}:{result.port} "
+            f"in {result.seconds:.2f}s"
+        )
+
+
+@cli.command()
+@_timeout_option
+@pass_ctx
+def wait(obj: Context, timeout: float | None) -> None:
+    """Wait until the server accepts logins with the configured credentials.
+
+    \b
+    Example:
+      provision wait --timeout 30 && ./run-app
+    """
+    from . import api
+
+    cfg = obj.config(timeout=timeout)
+    result = api.wait(cfg)
+    click.echo(f"ready on {result.host}:{result.port} after {result.ready_seconds:.2f}s")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(obj: Context, as_json: bool) -> None:
+    """Show the container, the server and each configured database.
+
+    \b
+    Example:
+      provision status --json | jq '.databases[] | {name, tables, stale}'
+    """
+    from . import api
+
+    result = api.status(obj.config())
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+        return
+    if result.container:
+        where = f"{result.host}:{result.port}" if result.port else "-"
+        click.echo(
+            f"container  {result.container}  {result.state}  {result.image or '-'}  {where}  "
+            f"volume {result.volume or '-'}"
+        )
+    if result.error:
+        click.echo(f"server     not reachable: {result.error}")
+        return
+    click.echo(f"server     PostgreSQL {result.server_version} on {result.host}:{result.port}")
+    for db in result.databases:
+        if not db.exists:
+            click.echo(f"{db.name:<14} missing (run `provision fresh`)")
+            continue
+        alembic = ",".join(db.alembic_versions) if db.alembic_versions else "-"
+        state = (
+            "unknown origin"
+            if db.content_hash is None
+            else ("STALE: sources changed since it was built" if db.stale else "up to date")
+        )
+        click.echo(
+            f"{db.name:<14} {(db.size_bytes or 0) / 1e6:.1f} MB  {db.tables} tables  alembic {alembic}  "
+            f"built {db.built_at or '-'}  {state}"
+        )
+    for tpl in result.templates:
+        click.echo(f"template   {tpl.name}  built {tpl.built_at or '-'}{'  (current)' if tpl.current else ''}")
+
+
+@cli.command()
+@click.option("--volumes", is_flag=True, help="Also remove the data volume (asks first).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before removing the volume.")
+@pass_ctx
+def down(obj: Context, volumes: bool, yes: bool) -> None:
+    """Remove the container; with --volumes also its data.
+
+    \b
+    Example:
+      provision down --volumes --yes
+    """
+    from . import api
+
+    cfg = obj.config()
+    if volumes and cfg.volume and not yes:
+        _confirm(f"Remove volume {cfg.volume} and all the data in it?")
+    result = api.down(cfg, volumes=volumes)
+    click.echo(f"container {cfg.container}: {'removed' if result.container_removed else 'not present'}")
+    if volumes and cfg.volume:
+        click.echo(f"volume {cfg.volume}: {'removed' if result.volume_removed else 'not present'}")
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=int, help="Only the last N lines.")
+@pass_ctx
+def logs(obj: Context, follow: bool, tail: int | None) -> None:
+    """Print the container's log.
+
+    \b
+    Example:
+      provision logs --tail 50
+    """
+    from . import api
+
+    out = sys.stdout.buffer
+    for chunk in api.logs(obj.config(), follow=follow, tail=tail):
+        out.write(chunk)
+        out.flush()
+
+
+@cli.command()
+@click.argument("database", required=False)
+@pass_ctx
+def psql(obj: Context, database: str | None) -> None:
+    """Open an interactive psql on DATABASE (default: the first configured one).
+
+    \b
+    Example:
+      provision psql chatbi_demo
+    """
+    from . import api
+
+    command = api.psql_command(obj.config(), database)
+    sys.stdout.flush()
+    os.execvpe(command.argv[0], command.argv, command.env)
+
+
+@cli.command()
+@click.argument("database", required=False)
+@click.option("--show-password", is_flag=True, help="Print the real password instead of ***.")
+@pass_ctx
+def url(obj: Context, database: str | None, show_password: bool) -> None:
+    """Print a connection URL for DATABASE (password masked unless --show-password).
+
+    \b
+    Example:
+      export DATABASE_URL="$(provision url chatbi --show-password)"
+    """
+    from . import api
+
+    click.echo(api.database_url(obj.config(), database, show_password=show_password))
+
+
+@cli.command()
+@click.option("-y", "--yes", is_flag=True, help="Replace databases that hold tables without asking.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (steps, sources with size and sha256); touch nothing.")
+@click.option("--only", multiple=True, metavar="DB", help="Rebuild only this database (repeatable).")
+@click.option("--skip-demo", is_flag=True, help="Leave demo databases (demo: true) alone.")
+@click.option("--demo-scale", type=int, help="Demo data scale (1 = about 10k orders).")
+@click.option("--no-cache", is_flag=True, help="Build from the SQL even when a cached template matches.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another provisioner is running.")
+@click.option("--recreate", is_flag=True, help="Replace a container that differs from the config (keeps the volume).")
+@click.option("--allow-remote", is_flag=True, default=None, help="Allow target: server on a non-local host.")
+@click.option("--sync-cleanup", is_flag=True, help="Drop old copies and refresh the cache before exiting.")
+@_timeout_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@pass_ctx
+def fresh(
+    obj: Context,
+    yes: bool,
+    dry_run: bool,
+    only: tuple[str, ...],
+    skip_demo: bool,
+    demo_scale: int | None,
+    no_cache: bool,
+    no_wait: bool,
+    recreate: bool,
+    allow_remote: bool | None,
+    sync_cleanup: bool,
+    timeout: float | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Rebuild the configured databases from their SQL, safely.
+
+    Each database is built in a staging copy (or cloned from a cached template when
+    its sources are unchanged), stamped with its Alembic revision, verified, and then
+    swapped into place in one transaction. On any failure the old database is untouched.
+
+    \b
+    Example:
+      provision fresh --yes
+      provision fresh --only chatbi --no-cache --yes
+      provision -c examples/sqlclient/provision.yaml fresh --dry-run
+    """
+    from . import api
+
+    cfg = obj.config(
+        demo_scale=demo_scale,
+        timeout=timeout,
+        allow_remote=allow_remote,
+        cleanup="sync" if sync_cleanup else None,
+    )
+    if dry_run:
+        plan = api.plan_fresh(cfg, only=only, skip_demo=skip_demo, use_cache=not no_cache)
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(plan), indent=2))
+            return
+        click.echo(
+            f"dry run: nothing will be touched ({plan.target} target"
+            f"{', container ' + plan.container if plan.container else ''})"
+        )
+        for planned in plan.databases:
+            click.echo(f"{planned.name}:")
+            for step in planned.steps:
+                click.echo(f"  - {step}")
+            for src in planned.sources:
+                click.echo(f"    {src.path}  {src.size} bytes  sha256 {src.sha256}")
+        return
+
+    def confirm(at_risk: dict[str, int]) -> bool:
+        listing = ", ".join(f"{name} ({count} tables)" for name, count in at_risk.items())
+        if not sys.stdin.isatty():
+            raise Refused(f"{listing} hold data and there is no terminal to ask", hint="pass --yes to replace them")
+        return click.confirm(f"Replace {listing}? Their current contents will be dropped", default=False)
+
+    result = api.fresh(
+        cfg,
+        yes=yes,
+        confirm=confirm,
+        only=only,
+        skip_demo=skip_demo,
+        use_cache=False if no_cache else None,
+        wait_for_lock=not no_wait,
+        recreate=recreate,
+        on_event=_echo_event(quiet or as_json),
+    )
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    elif not quiet:
+        for db in result.databases:
+            revision = f", alembic {db.alembic_revision}" if db.alembic_revision else ""
+            click.echo(f"{db.name}: {db.action}, {db.tables} tables{revision}")
+        click.echo(f"done in {result.seconds:.2f}s")
+
+
+@cli.command("_housekeep", hidden=True)
+def housekeep_command() -> None:
+    """Internal: the detached tidy-up after `fresh` (config arrives on stdin)."""
+    from . import api
+
+    api.housekeep_from_payload(sys.stdin.read())
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise Refused(f"{question} There is no terminal to ask", hint="pass --yes to confirm")
+    if not click.confirm(question, default=False):
+        raise Refused("not confirmed; nothing was removed")
+
+
+def _fail(exc: ProvisionError, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exception(exc)
+    click.echo(f"Error: {exc.message}", err=True)
+    if exc.detail:
+        click.echo(exc.detail, err=True)
+    if exc.hint:
+        click.echo(f"Hint: {exc.hint}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the single place where errors become messages and exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("PROVISION_DEBUG"))
+    try:
+        code = cli.main(args=argv, prog_name="provision", standalone_mode=False)
+    except ProvisionError as exc:
+        _fail(exc, debug)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing half-built was left in place.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into exit code 1
+        if debug:
+            traceback.print_exception(exc)
+        click.echo(f"Error: unexpected {type(exc).__name__}: {exc}", err=True)
+        click.echo("Hint: run again with --debug for the traceback, and report it", err=True)
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

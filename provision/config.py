@@ -1,0 +1,596 @@
+"""Resolves configuration (flags > PROVISION_* environment > YAML > defaults) into a frozen Config."""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+CHATBI_TABLES = (
+    "datasources",
+    "chat_sessions",
+    "chat_messages",
+    "visualizations",
+    "query_history",
+    "chat_history",
+    "app_users",
+    "user_sessions",
+    "saved_queries",
+    "mdl_projects",
+    "mdl_models",
+    "mdl_fields",
+    "mdl_relationships",
+    "error_patterns",
+    "sql_corrections",
+)
+DEMO_TABLES = ("categories", "products", "customers", "orders", "order_items")
+
+DEFAULT_CONTAINER = "chatbi-postgres"
+DEFAULT_VOLUME = "chatbi-pgdata"
+BUILTIN_PREFIX = "builtin:"
+# Names the server needs, or that provision derives its own databases from.
+RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
+MAX_IDENTIFIER_BYTES = 63
+
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """One database that `fresh` builds, and how."""
+
+    name: str
+    sql: tuple[str, ...] = ()
+    alembic_revision: str | None = None
+    tables: tuple[str, ...] = ()
+    single_transaction: bool = True
+    demo: bool = False
+    variables: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything provision needs to know, resolved once."""
+
+    target: Literal["docker", "server"] = "docker"
+    container: str = DEFAULT_CONTAINER
+    image: str = "postgres:17"
+    volume: str | None = DEFAULT_VOLUME
+    bind: str = "127.0.0.1"
+    port: int = 5432
+    host: str = "127.0.0.1"
+    user: str = "chatbi"
+    password: str = field(default="chatbi", repr=False)
+    timeout: float = 60.0
+    demo_scale: int = 1
+    server_settings: tuple[tuple[str, str], ...] = ()
+    cache: bool = True
+    keep_templates: int = 3
+    cleanup: Literal["background", "sync"] = "background"
+    allow_remote: bool = False
+    databases: tuple[DatabaseConfig, ...] = ()
+    # Where relative SQL paths are resolved from, and what to call the config in messages.
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: str = "built-in defaults"
+
+    def database(self, name: str) -> DatabaseConfig:
+        for db in self.databases:
+            if db.name == name:
+                return db
+        known = ", ".join(d.name for d in self.databases) or "none"
+        raise ConfigError(
+            f"database {name!r} is not in the configuration ({self.source})",
+            hint=f"configured databases: {known}{_did_you_mean(name, [d.name for d in self.databases])}",
+        )
+
+    @property
+    def is_local_server(self) -> bool:
+        return is_local_host(self.host)
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+def builtin_sql_dir() -> Path:
+    """The SQL shipped with provision (inside the wheel, or `sql/` in a source checkout)."""
+    packaged = Path(str(resources.files("provision"))) / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+def default_databases() -> tuple[DatabaseConfig, ...]:
+    return (
+        DatabaseConfig(
+            name="chatbi",
+            sql=(BUILTIN_PREFIX + "chatbi/init_app_tables.sql",),
+            alembic_revision="0001_initial_schema",
+            tables=CHATBI_TABLES,
+        ),
+        DatabaseConfig(
+            name="chatbi_demo",
+            sql=(BUILTIN_PREFIX + "chatbi_demo/demo_data.sql",),
+            tables=DEMO_TABLES,
+            demo=True,
+        ),
+    )
+
+
+# key -> (type name, environment variable or None)
+_SCALAR_KEYS: dict[str, str] = {
+    "target": "target",
+    "container": "name",
+    "image": "str",
+    "volume": "optional_name",
+    "bind": "ip",
+    "port": "port",
+    "host": "str",
+    "user": "identifier",
+    "password": "str",
+    "timeout": "positive_float",
+    "demo_scale": "positive_int",
+    "cache": "bool",
+    "keep_templates": "positive_int",
+    "cleanup": "cleanup",
+    "allow_remote": "bool",
+}
+_MAPPING_KEYS = ("server_settings", "databases")
+TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
+DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables")
+ENV_PREFIX = "PROVISION_"
+# Variables that are not config keys but belong to provision.
+_ENV_OTHER = frozenset({"PROVISION_CONFIG", "PROVISION_DEBUG"})
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str], cwd: Path) -> Path | None:
+    """-c/--config, then PROVISION_CONFIG, then ./provision.yaml; None when there is none."""
+    if explicit is not None:
+        path = Path(explicit)
+        origin = "--config"
+    elif env.get("PROVISION_CONFIG"):
+        path = Path(env["PROVISION_CONFIG"])
+        origin = "PROVISION_CONFIG"
+    else:
+        candidate = cwd / "provision.yaml"
+        return candidate if candidate.is_file() else None
+    if not path.is_absolute():
+        path = cwd / path
+    if not path.is_file():
+        raise ConfigError(
+            f"config file not found: {path} (from {origin})",
+            hint="check the path, or leave it out to use ./provision.yaml or the built-in ChatBI defaults",
+        )
+    return path
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Resolve the configuration once: flags (`overrides`) > PROVISION_* > YAML > defaults."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    config_path = find_config_file(path, env, cwd)
+
+    values: dict[str, Any] = {}
+    databases: tuple[DatabaseConfig, ...] = default_databases()
+    base_dir = cwd
+    source = "built-in defaults"
+    if config_path is not None:
+        base_dir = config_path.parent
+        source = str(config_path)
+        raw, lines = _read_yaml(config_path, env)
+        for key, value in raw.items():
+            where = _where(source, lines, (key,))
+            if key not in TOP_KEYS:
+                raise ConfigError(
+                    f"unknown key {key!r} in {where}{_did_you_mean(key, TOP_KEYS)}",
+                    hint=f"valid keys: {', '.join(TOP_KEYS)}",
+                )
+            if key == "databases":
+                databases = _parse_databases(value, source, lines)
+            elif key == "server_settings":
+                values[key] = _parse_settings(value, where)
+            else:
+                values[key] = _coerce(key, value, where)
+
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_OTHER:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in _SCALAR_KEYS:
+            known = [env_name(k) for k in _SCALAR_KEYS] + sorted(_ENV_OTHER)
+            raise ConfigError(
+                f"unknown environment variable {name}{_did_you_mean(name, known)}",
+                hint=f"provision reads: {', '.join(known)}",
+            )
+        values[key] = _coerce(key, value, f"environment variable {name}")
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "server_settings":
+            values[key] = _parse_settings(value, "--set")
+        else:
+            values[key] = _coerce(key, value, "--" + key.replace("_", "-"))
+
+    if "volume" not in values and values.get("container", DEFAULT_CONTAINER) != DEFAULT_CONTAINER:
+        # Another app's container must not share ChatBI's data volume by accident.
+        values["volume"] = f"{values['container']}-pgdata"
+    if "host" not in values and values.get("target") == "docker" and "bind" in values:
+        values["host"] = "127.0.0.1" if values["bind"] in ("0.0.0.0", "::") else values["bind"]
+
+    if not databases:
+        raise ConfigError(f"no databases configured in {source}", hint="add at least one entry under `databases:`")
+    return Config(databases=databases, base_dir=base_dir, source=source, **values)
+
+
+def is_local_host(host: str) -> bool:
+    if host == "localhost" or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_database_name(name: str, where: str) -> str:
+    if not isinstance(name, str) or not _DB_NAME.match(name):
+        raise ConfigError(
+            f"invalid database name {name!r} in {where}",
+            hint="use letters, digits, '_' and '-', starting with a letter or '_' (no quotes, spaces or ';')",
+        )
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ConfigError(
+            f"database name {name[:20]}... in {where} is {len(name.encode())} bytes; PostgreSQL allows 63",
+            hint="choose a shorter name",
+        )
+    if "__" in name:
+        raise ConfigError(
+            f"database name {name!r} in {where} contains '__', which provision keeps for its own copies",
+            hint="use a single '_' instead",
+        )
+    if name in RESERVED_DATABASES:
+        raise ConfigError(
+            f"database name {name!r} in {where} is reserved by PostgreSQL and cannot be rebuilt",
+            hint="configure your application's own databases only",
+        )
+    return name
+
+
+def resolve_sql_files(config: Config, db: DatabaseConfig) -> list[Path]:
+    """Expand a database's SQL sources (files, globs, directories) into files, in natural order.
+
+    Every file must exist, be non-empty and be text; otherwise ConfigError, before anything is touched.
+    """
+    files: list[Path] = []
+    for entry in db.sql:
+        where = f"databases.{db.name}.sql in {config.source}"
+        if entry.startswith(BUILTIN_PREFIX):
+            base = builtin_sql_dir()
+            pattern = entry[len(BUILTIN_PREFIX) :]
+        else:
+            base = config.base_dir
+            pattern = os.path.expanduser(entry)
+        full = Path(pattern) if os.path.isabs(pattern) else base / pattern
+        if glob.has_magic(str(full)):
+            matches = sorted((Path(p) for p in glob.glob(str(full))), key=natural_key)
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                raise ConfigError(f"no SQL files match {entry!r} ({where})", hint=f"looked for {full}")
+            files.extend(matches)
+        elif full.is_dir():
+            matches = sorted((p for p in full.iterdir() if p.suffix == ".sql" and p.is_file()), key=natural_key)
+            if not matches:
+                raise ConfigError(f"no .sql files in directory {full} ({where})")
+            files.extend(matches)
+        elif full.is_file():
+            files.append(full)
+        else:
+            raise ConfigError(
+                f"SQL file not found: {full} ({where})",
+                hint="fix the path; relative paths are resolved from the config file's directory",
+            )
+    for f in files:
+        _check_sql_file(f, where=f"databases.{db.name}.sql")
+    return files
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key that puts 2_x.sql before 10_x.sql."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
+def _check_sql_file(path: Path, where: str) -> None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError as exc:
+        raise ConfigError(f"cannot read SQL file {path} ({where}): {exc.strerror}") from exc
+    if not head.strip():
+        raise ConfigError(
+            f"SQL file is empty: {path} ({where})",
+            hint="an empty source is almost always a mistake; remove it from the list or add its SQL",
+        )
+    if b"\x00" in head:
+        raise ConfigError(
+            f"SQL file looks binary (contains NUL bytes): {path} ({where})", hint="sources must be text SQL"
+        )
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a multi-byte character cut at the read boundary is fine
+            raise ConfigError(
+                f"SQL file is not UTF-8 text (bad byte at offset {exc.start}): {path} ({where})",
+                hint="save the file as UTF-8",
+            ) from exc
+
+
+# ---------------------------------------------------------------- YAML reading
+
+
+def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"invalid YAML in {path}{at}: {problem}",
+            hint="check indentation and quoting; values with ':' or '#' need quotes",
+        ) from exc
+    if node is None:
+        return {}, {}
+    lines: dict[tuple[str, ...], int] = {}
+    data = _node_to_python(node, (), lines, env, path)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must be a mapping of keys (like `port: 5432`), not a {type(data).__name__}"
+        )
+    return data, lines
+
+
+def _node_to_python(
+    node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], env: Mapping[str, str], file: Path
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(yaml.SafeLoader(" ").construct_object(key_node))
+            if key in out:
+                raise ConfigError(f"duplicate key {key!r} in {file} at line {key_node.start_mark.line + 1}")
+            out[key] = _node_to_python(value_node, (*path, key), lines, env, file)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_node_to_python(item, (*path, str(i)), lines, env, file) for i, item in enumerate(node.value)]
+    value = yaml.SafeLoader(" ").construct_object(node)
+    if isinstance(value, str):
+        value = _interpolate(value, env, f"{'.'.join(path)} in {file} at line {node.start_mark.line + 1}")
+    return value
+
+
+def _interpolate(text: str, env: Mapping[str, str], where: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"environment variable {name} is not set ({where})",
+            hint=f"export {name}, or write ${{{name}:-default}} to give a default",
+        )
+
+    return _INTERPOLATION.sub(sub, text)
+
+
+def _where(source: str, lines: Mapping[tuple[str, ...], int], path: tuple[str, ...]) -> str:
+    line = lines.get(path)
+    dotted = ".".join(path)
+    return f"{source}, line {line} ({dotted})" if line else f"{source} ({dotted})"
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    kind = _SCALAR_KEYS[key]
+    text = value if isinstance(value, str) else None
+
+    def bad(expected: str) -> ConfigError:
+        shown = "<hidden>" if key == "password" else repr(value)
+        return ConfigError(f"{key} must be {expected}, got {shown} ({where})")
+
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text is not None and text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise bad("true or false")
+    if kind in ("port", "positive_int"):
+        if isinstance(value, bool):
+            raise bad("a whole number")
+        try:
+            number = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None:
+            raise bad("a whole number")
+        if kind == "port" and not 0 <= number <= 65535:
+            raise bad("a port number from 1 to 65535 (or 0 to let Docker choose)")
+        if kind == "positive_int" and number < 1:
+            raise bad("a whole number of at least 1")
+        return number
+    if kind == "positive_float":
+        try:
+            number_f = float(value) if not isinstance(value, bool) else -1.0
+        except (TypeError, ValueError):
+            number_f = -1.0
+        if not number_f > 0:
+            raise bad("a positive number of seconds")
+        return number_f
+    if not isinstance(value, str) and not (kind == "optional_name" and value is None):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and kind in ("str", "identifier"):
+            value = str(value)
+        else:
+            raise bad("a string")
+    if kind == "target":
+        if value not in ("docker", "server"):
+            raise bad("'docker' or 'server'")
+    elif kind == "cleanup":
+        if value not in ("background", "sync"):
+            raise bad("'background' or 'sync'")
+    elif kind == "name":
+        if not _CONTAINER_NAME.match(value):
+            raise bad("a container name (letters, digits, '_', '.', '-')")
+    elif kind == "optional_name":
+        if value in (None, ""):
+            return None
+        if not _CONTAINER_NAME.match(value):
+            raise bad("a volume name (letters, digits, '_', '.', '-'), or null for none")
+    elif kind == "ip":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise bad("an IP address such as 127.0.0.1") from None
+    elif kind == "identifier":
+        if not value or len(value.encode()) > MAX_IDENTIFIER_BYTES or "\x00" in value:
+            raise bad("a role name of 1 to 63 bytes")
+    elif kind == "str" and not value:
+        raise bad("a non-empty string")
+    return value
+
+
+def _parse_settings(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"server_settings must be a mapping like `fsync: off` ({where})")
+    out = []
+    for name, setting in value.items():
+        if not isinstance(name, str) or not _SETTING_NAME.match(name):
+            raise ConfigError(f"invalid server setting name {name!r} ({where})")
+        if isinstance(setting, bool):
+            setting = "on" if setting else "off"
+        if not isinstance(setting, (str, int, float)) or "\n" in str(setting):
+            raise ConfigError(f"server setting {name} must be a single value ({where})")
+        out.append((name, str(setting)))
+    return tuple(out)
+
+
+def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], int]) -> tuple[DatabaseConfig, ...]:
+    where = _where(source, lines, ("databases",))
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"databases must be a mapping of database name to settings ({where})")
+    out = []
+    for name, spec in value.items():
+        dwhere = _where(source, lines, ("databases", str(name)))
+        validate_database_name(name, dwhere)
+        spec = {} if spec is None else spec
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"databases.{name} must be a mapping of settings ({dwhere})")
+        kwargs: dict[str, Any] = {"name": name}
+        for key, item in spec.items():
+            kwhere = _where(source, lines, ("databases", name, key))
+            if key not in DATABASE_KEYS:
+                raise ConfigError(
+                    f"unknown key {key!r} in {kwhere}{_did_you_mean(key, DATABASE_KEYS)}",
+                    hint=f"valid keys for a database: {', '.join(DATABASE_KEYS)}",
+                )
+            if key in ("sql", "tables"):
+                items = [item] if isinstance(item, str) else item
+                if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+                    raise ConfigError(f"{key} must be a string or a list of strings ({kwhere})")
+                kwargs[key] = tuple(items)
+            elif key in ("single_transaction", "demo"):
+                if not isinstance(item, bool):
+                    raise ConfigError(f"{key} must be true or false, got {item!r} ({kwhere})")
+                kwargs[key] = item
+            elif key == "alembic_revision":
+                if item is not None and (not isinstance(item, (str, int)) or len(str(item)) > 32):
+                    raise ConfigError(f"alembic_revision must be a revision id of at most 32 characters ({kwhere})")
+                kwargs[key] = None if item is None else str(item)
+            elif key == "variables":
+                if not isinstance(item, Mapping):
+                    raise ConfigError(f"variables must be a mapping of psql variable to value ({kwhere})")
+                pairs = []
+                for var, val in item.items():
+                    if not isinstance(var, str) or not _VARIABLE_NAME.match(var):
+                        raise ConfigError(f"invalid psql variable name {var!r} ({kwhere})")
+                    if not isinstance(val, (str, int, float, bool)) or "\n" in str(val):
+                        raise ConfigError(f"psql variable {var} must be a single-line value ({kwhere})")
+                    pairs.append((var, str(val)))
+                kwargs[key] = tuple(pairs)
+        if not kwargs.get("sql"):
+            raise ConfigError(
+                f"databases.{name} has no `sql:` sources ({dwhere})", hint="list its SQL files, globs or directories"
+            )
+        out.append(DatabaseConfig(**kwargs))
+    return tuple(out)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """A JSON-safe form of a resolved config (it contains the password: never log or print it)."""
+    data: dict[str, Any] = {}
+    for name in Config.__dataclass_fields__:
+        value = getattr(cfg, name)
+        if name == "databases":
+            value = [{k: getattr(db, k) for k in DatabaseConfig.__dataclass_fields__} for db in value]
+        elif isinstance(value, Path):
+            value = str(value)
+        data[name] = value
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    values = dict(data)
+    values["databases"] = tuple(
+        DatabaseConfig(
+            name=d["name"],
+            sql=tuple(d["sql"]),
+            alembic_revision=d["alembic_revision"],
+            tables=tuple(d["tables"]),
+            single_transaction=d["single_transaction"],
+            demo=d["demo"],
+            variables=tuple((k, v) for k, v in d["variables"]),
+        )
+        for d in values["databases"]
+    )
+    values["server_settings"] = tuple((k, v) for k, v in values["server_settings"])
+    values["base_dir"] = Path(values["base_dir"])
+    return Config(**values)

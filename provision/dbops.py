@@ -1,0 +1,311 @@
+"""Database operations over psycopg2: connect, create, clone, rename, drop, lock, describe."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from psycopg2 import sql
+
+from .config import MAX_IDENTIFIER_BYTES
+from .errors import AuthFailed, LockBusy, ServerError
+
+Connection = psycopg2.extensions.connection
+
+MAINTENANCE_DB = "postgres"
+# Advisory lock keys: (namespace, 0) serialises provisioners server-wide; (namespace + 1, n)
+# marks a live test session n, so its pool copies are never mistaken for a crashed run's.
+LOCK_NAMESPACE = 0x70726F76  # "prov"
+LOCK_WAIT_SECONDS = 600
+
+
+class ServerUnavailable(ServerError):
+    """The server did not accept a connection (yet); worth retrying while waiting for readiness."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+
+    def dsn(self, dbname: str, show_password: bool = False) -> str:
+        secret = urllib.parse.quote(self.password, safe="") if show_password else "***"
+        user = urllib.parse.quote(self.user, safe="")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{user}:{secret}@{host}:{self.port}/{urllib.parse.quote(dbname, safe='')}"
+
+
+def connect(
+    ep: Endpoint, dbname: str = MAINTENANCE_DB, timeout: int = 5, application_name: str = "provision"
+) -> Connection:
+    """An autocommit connection; AuthFailed for refused credentials, ServerUnavailable for the rest."""
+    try:
+        conn = psycopg2.connect(
+            host=ep.host,
+            port=ep.port,
+            user=ep.user,
+            password=ep.password,
+            dbname=dbname,
+            connect_timeout=timeout,
+            application_name=application_name,
+        )
+    except psycopg2.OperationalError as exc:
+        text = str(exc).strip()
+        if (
+            "password authentication failed" in text
+            or "no pg_hba.conf entry" in text
+            or ("role" in text and "does not exist" in text)
+        ):
+            raise AuthFailed(
+                f"the server at {ep.host}:{ep.port} refused user {ep.user!r}: {_first_line(text)}"
+            ) from exc
+        if "database" in text and "does not exist" in text:
+            raise ServerError(f"database {dbname} does not exist on {ep.host}:{ep.port}") from exc
+        raise ServerUnavailable(f"cannot connect to {ep.host}:{ep.port}: {_first_line(text)}") from exc
+    conn.autocommit = True
+    return conn
+
+
+@contextlib.contextmanager
+def connection(ep: Endpoint, dbname: str = MAINTENANCE_DB, application_name: str = "provision") -> Iterator[Connection]:
+    conn = connect(ep, dbname, application_name=application_name)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def server_errors(action: str) -> Iterator[None]:
+    """Convert psycopg2 errors raised while doing `action` into ServerError."""
+    try:
+        yield
+    except psycopg2.Error as exc:
+        detail = (exc.pgerror or str(exc)).strip()
+        raise ServerError(f"{action} failed: {_first_line(detail)}") from exc
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def execute(
+    conn: Connection, query: sql.Composable | str, params: Sequence[Any] | None = None
+) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+# ---------------------------------------------------------------- names
+
+
+def derived_name(database: str, kind: str, suffix: str = "") -> str:
+    """The name of one of provision's own copies of `database` (staging, old, template, spare, pool).
+
+    Configured names may not contain '__', so these never collide with them.
+    """
+    name = f"{database}__{kind}_{suffix}"
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha1(database.encode()).hexdigest()[:8]
+    return f"{database[:16]}_{digest}__{kind}_{suffix}"
+
+
+def derived_prefix(database: str, kind: str) -> str:
+    return derived_name(database, kind, "")
+
+
+# ---------------------------------------------------------------- server facts
+
+
+@dataclass(frozen=True)
+class DatabaseRow:
+    name: str
+    is_template: bool
+    allow_connections: bool
+    comment: str | None
+
+
+def server_version_num(conn: Connection) -> int:
+    return int(conn.server_version)
+
+
+def list_databases(conn: Connection) -> dict[str, DatabaseRow]:
+    rows = execute(
+        conn,
+        "SELECT datname, datistemplate, datallowconn, shobj_description(oid, 'pg_database') FROM pg_database",
+    )
+    return {r[0]: DatabaseRow(r[0], r[1], r[2], r[3]) for r in rows}
+
+
+def database_exists(conn: Connection, name: str) -> bool:
+    return bool(execute(conn, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
+
+
+# ---------------------------------------------------------------- DDL on databases
+
+
+def create_database(conn: Connection, name: str, template: str | None = None) -> None:
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+    with server_errors(f"creating database {name}"):
+        execute(conn, query)
+
+
+def drop_database(conn: Connection, name: str) -> None:
+    """Drop a database, template or not, closing its sessions."""
+    with server_errors(f"dropping database {name}"):
+        if execute(conn, "SELECT datistemplate FROM pg_database WHERE datname = %s", [name]) == [(True,)]:
+            execute(conn, sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
+        execute(conn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def terminate_sessions(conn: Connection, name: str) -> int:
+    """End every other session on `name`, waiting up to 5 s for each to go."""
+    rows = execute(
+        conn,
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        [name],
+    )
+    return len(rows)
+
+
+def set_comment(conn: Connection, name: str, comment: str) -> None:
+    execute(conn, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
+def mark_template(conn: Connection, name: str) -> None:
+    execute(conn, sql.SQL("ALTER DATABASE {} IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+
+
+def rename_database(conn: Connection, name: str, new_name: str) -> None:
+    with server_errors(f"renaming database {name}"):
+        execute(conn, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name)))
+
+
+@dataclass(frozen=True)
+class Swap:
+    """Put `new` in place as `target`, moving an existing `target` aside to `old`."""
+
+    target: str
+    new: str
+    old: str | None
+    comment: str
+
+
+ObjectInUse = psycopg2.errors.ObjectInUse
+
+
+def swap_in(conn: Connection, swaps: Sequence[Swap], make_template: bool = False) -> None:
+    """Do all the swaps in one transaction, commenting each target with its provenance.
+
+    One transaction, so a crash or kill at any instant leaves either all the old databases
+    or all the new ones in place, never a missing one. Raises ObjectInUse when a session
+    reconnected to a target after its sessions were terminated.
+    """
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            for swap in swaps:
+                target = sql.Identifier(swap.target)
+                if swap.old is not None:
+                    cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(target, sql.Identifier(swap.old)))
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(swap.new), target))
+                cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(target, sql.Literal(swap.comment)))
+                if make_template:
+                    cur.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true ALLOW_CONNECTIONS false").format(target))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = True
+
+
+# ---------------------------------------------------------------- locks
+
+
+def lock_holder(conn: Connection, key: int) -> str | None:
+    rows = execute(
+        conn,
+        "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted LIMIT 1",
+        [LOCK_NAMESPACE, key],
+    )
+    return f"{rows[0][1] or 'a session'} (server pid {rows[0][0]})" if rows else None
+
+
+def acquire_lock(conn: Connection, wait: bool, on_wait: Callable[[str], None] | None = None, key: int = 0) -> None:
+    """Take the server-wide provisioner lock; it is released when `conn` closes, even on kill -9."""
+    if execute(conn, "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, key])[0][0]:
+        return
+    holder = lock_holder(conn, key) or "another provisioner"
+    if not wait:
+        raise LockBusy(f"another provisioner is working on this server: {holder}")
+    if on_wait:
+        on_wait(f"waiting for {holder} to finish")
+    try:
+        execute(conn, sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{LOCK_WAIT_SECONDS}s")))
+        execute(conn, "SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, key])
+    except psycopg2.errors.LockNotAvailable as exc:
+        raise LockBusy(f"gave up after {LOCK_WAIT_SECONDS} s waiting for {holder}") from exc
+    finally:
+        execute(conn, "SET lock_timeout = 0")
+
+
+def release_lock(conn: Connection, key: int = 0) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        execute(conn, "SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
+
+
+def try_session_lock(conn: Connection, token: int) -> bool:
+    """Take the liveness lock of test session `token`; False when that session is still alive."""
+    return bool(execute(conn, "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE + 1, token])[0][0])
+
+
+def release_session_lock(conn: Connection, token: int) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        execute(conn, "SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE + 1, token])
+
+
+# ---------------------------------------------------------------- inside one database
+
+
+def missing_tables(conn: Connection, expected: Sequence[str]) -> list[str]:
+    if not expected:
+        return []
+    rows = execute(conn, "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL", [list(expected)])
+    return [r[0] for r in rows]
+
+
+def table_count(conn: Connection) -> int:
+    rows = execute(
+        conn,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_toast%%'",
+    )
+    return int(rows[0][0])
+
+
+def alembic_versions(conn: Connection) -> list[str] | None:
+    if execute(conn, "SELECT to_regclass('alembic_version')") == [(None,)]:
+        return None
+    return [r[0] for r in execute(conn, "SELECT version_num FROM alembic_version ORDER BY 1")]
+
+
+def database_size(conn: Connection, name: str) -> int:
+    return int(execute(conn, "SELECT pg_database_size(%s)", [name])[0][0])

@@ -1,0 +1,434 @@
+"""The Docker layer: the only module that talks to the Docker engine (through the Docker SDK)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hmac
+import json
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.context import ContextAPI
+
+from .config import Config
+from .errors import ContainerError, DockerUnavailable, DriftDetected, ImageUnavailable, PortInUse
+from .sqlstream import PsqlOutput, pump
+
+PGDATA = "/var/lib/postgresql/data"
+LABEL_MANAGED = "provision.managed"
+LABEL_SETTINGS = "provision.server-settings"
+LABEL_VERSION = "provision.version"
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What provision needs to know about a container, with no Docker SDK types."""
+
+    name: str
+    id: str
+    image: str
+    status: str
+    exit_code: int
+    restart_count: int
+    oom_killed: bool
+    bind: str | None
+    host_port: int | None
+    volume: str | None
+    labels: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def managed(self) -> bool:
+        return self.labels.get(LABEL_MANAGED) == "true"
+
+
+def _docker_errors(action: str, endpoint: str) -> contextlib.AbstractContextManager[None]:
+    """Convert the SDK's connection failures into DockerUnavailable, naming the endpoint."""
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
+            raise DockerUnavailable(f"cannot reach the Docker engine at {endpoint} while trying to {action}") from exc
+        except docker.errors.DockerException as exc:
+            if isinstance(exc, docker.errors.APIError):
+                raise
+            raise DockerUnavailable(
+                f"cannot reach the Docker engine at {endpoint} while trying to {action}: {exc}"
+            ) from exc
+
+    return guard()
+
+
+def resolve_endpoint(env: Mapping[str, str]) -> tuple[str | None, Any]:
+    """The engine address the docker CLI would use: DOCKER_HOST, then DOCKER_CONTEXT, then the current context.
+
+    Returns (base_url or None for the SDK's own default, TLS config or None).
+    """
+    if env.get("DOCKER_HOST"):
+        return env["DOCKER_HOST"], None
+    name = env.get("DOCKER_CONTEXT") or None
+    try:
+        context = ContextAPI.get_context(name)
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(f"cannot read docker context {name or '(current)'}: {exc}") from exc
+    if context is None:
+        raise DockerUnavailable(f"docker context {name!r} does not exist", hint="check `docker context ls`")
+    if context.name == "default":
+        return None, None
+    return context.Host, context.TLSConfig
+
+
+class DockerEngine:
+    """A connected Docker engine."""
+
+    def __init__(self, client: docker.DockerClient, endpoint: str) -> None:
+        self.client = client
+        self.api = client.api
+        self.endpoint = endpoint
+
+    @classmethod
+    def connect(cls, env: Mapping[str, str] | None = None) -> DockerEngine:
+        env = os.environ if env is None else env
+        base_url, tls = resolve_endpoint(env)
+        shown = base_url or "unix:///var/run/docker.sock"
+        with _docker_errors("connect", shown):
+            if base_url is None or env.get("DOCKER_HOST"):
+                client = docker.from_env(environment=dict(env))
+            else:
+                client = docker.DockerClient(base_url=base_url, tls=tls or False)
+        return cls(client, shown)
+
+    @property
+    def is_local(self) -> bool:
+        return self.endpoint.startswith("unix://")
+
+    def guard(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return _docker_errors(action, self.endpoint)
+
+    # ------------------------------------------------------------ containers
+
+    def find(self, name: str) -> ContainerInfo | None:
+        with self.guard(f"inspect container {name}"):
+            try:
+                attrs = self.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+        return _container_info(attrs)
+
+    def ensure_image(self, image: str, on_progress: ProgressFn | None = None) -> bool:
+        """Pull `image` if it is not present. Returns True when it pulled."""
+        with self.guard(f"look up image {image}"):
+            try:
+                self.api.inspect_image(image)
+                return False
+            except docker.errors.ImageNotFound:
+                pass
+            repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+            if on_progress:
+                on_progress(f"pulling {image}")
+            try:
+                last = ""
+                for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
+                    if "error" in event:
+                        raise ImageUnavailable(f"cannot pull image {image}: {event['error']}")
+                    status = event.get("status", "")
+                    if on_progress and status and status != last:
+                        on_progress(f"{image}: {status} {event.get('progress', '')}".rstrip())
+                        last = status
+            except docker.errors.APIError as exc:
+                raise ImageUnavailable(f"cannot pull image {image}: {exc.explanation or exc}") from exc
+        return True
+
+    def create(self, cfg: Config) -> ContainerInfo:
+        """Create and start the server container as configured."""
+        port = cfg.port or None
+        if port is not None and self.is_local:
+            check_port_free(cfg.bind, port)
+        labels = {
+            LABEL_MANAGED: "true",
+            LABEL_SETTINGS: json.dumps(dict(cfg.server_settings), sort_keys=True),
+            LABEL_VERSION: _version(),
+        }
+        command = ["postgres"]
+        for name, value in cfg.server_settings:
+            command += ["-c", f"{name}={value}"]
+        volumes = {cfg.volume: {"bind": PGDATA, "mode": "rw"}} if cfg.volume else None
+        with self.guard(f"create container {cfg.container}"):
+            if cfg.volume:
+                self._ensure_volume(cfg.volume)
+            try:
+                container = self.client.containers.create(
+                    cfg.image,
+                    command=command,
+                    name=cfg.container,
+                    environment={
+                        "POSTGRES_USER": cfg.user,
+                        "POSTGRES_PASSWORD": cfg.password,
+                        "POSTGRES_DB": "postgres",
+                    },
+                    ports={"5432/tcp": (cfg.bind, port)},
+                    volumes=volumes,
+                    labels=labels,
+                    detach=True,
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise ContainerError(
+                        f"a container named {cfg.container} was created by someone else at the same time",
+                        hint="run the command again",
+                    ) from exc
+                raise ContainerError(f"cannot create container {cfg.container}: {exc.explanation or exc}") from exc
+            try:
+                self._start(cfg.container, cfg.port)
+            except BaseException:
+                with contextlib.suppress(docker.errors.APIError):
+                    container.remove(force=True)
+                raise
+        info = self.find(cfg.container)
+        assert info is not None
+        return info
+
+    def start(self, name: str, port: int | None = None) -> None:
+        with self.guard(f"start container {name}"):
+            self._start(name, port)
+
+    def _start(self, name: str, port: int | None) -> None:
+        try:
+            self.api.start(name)
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if "port is already allocated" in text or "address already in use" in text:
+                raise PortInUse(
+                    f"port {port} is already in use on this host, so {name} cannot publish it",
+                    hint="stop whatever listens there, or set another `port:` (or PROVISION_PORT / --port); "
+                    "port 0 lets Docker choose a free one",
+                ) from exc
+            raise ContainerError(f"cannot start container {name}: {text}") from exc
+
+    def remove(self, name: str) -> bool:
+        with self.guard(f"remove container {name}"):
+            try:
+                self.api.remove_container(name, force=True)
+                return True
+            except docker.errors.NotFound:
+                return False
+
+    def stop(self, name: str, timeout: int = 10) -> None:
+        with self.guard(f"stop container {name}"):
+            self.api.stop(name, timeout=timeout)
+
+    def remove_volume(self, name: str) -> bool:
+        with self.guard(f"remove volume {name}"):
+            try:
+                self.api.remove_volume(name)
+                return True
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                raise ContainerError(f"cannot remove volume {name}: {exc.explanation or exc}") from exc
+
+    def volume_exists(self, name: str) -> bool:
+        with self.guard(f"inspect volume {name}"):
+            try:
+                self.api.inspect_volume(name)
+                return True
+            except docker.errors.NotFound:
+                return False
+
+    def _ensure_volume(self, name: str) -> None:
+        try:
+            self.api.inspect_volume(name)
+        except docker.errors.NotFound:
+            self.api.create_volume(name, labels={LABEL_MANAGED: "true"})
+
+    # ------------------------------------------------------------ logs and exec
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        try:
+            with self.guard(f"read the logs of {name}"):
+                data = self.api.logs(name, stdout=True, stderr=True, tail=lines)
+        except (docker.errors.APIError, DockerUnavailable):
+            return "(container log not available)"
+        return data.decode("utf-8", "replace").rstrip() if isinstance(data, bytes) else str(data)
+
+    def follow_logs(self, name: str, follow: bool, tail: int | str = "all") -> Iterator[bytes]:
+        with self.guard(f"read the logs of {name}"):
+            try:
+                stream = self.api.logs(name, stream=True, follow=follow, tail=tail)
+            except docker.errors.NotFound as exc:
+                raise ContainerError(f"container {name} does not exist", hint="run `provision up` first") from exc
+            yield from stream
+
+    def exec(self, name: str, argv: Sequence[str], user: str | None = None) -> tuple[int, str]:
+        """Run a short command in the container; returns (exit code, combined output)."""
+        with self.guard(f"exec in {name}"):
+            try:
+                result = self.client.containers.get(name).exec_run(list(argv), user=user or "")
+            except docker.errors.APIError as exc:
+                raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
+        return int(result.exit_code or 0), result.output.decode("utf-8", "replace")
+
+    def exec_stream(self, name: str, argv: Sequence[str], chunks: Iterable[bytes], user: str = "") -> PsqlOutput:
+        """Run `argv` in the container with `chunks` on its stdin; memory stays flat for any input size."""
+        with self.guard(f"exec in {name}"):
+            try:
+                exec_id = self.api.exec_create(name, list(argv), stdin=True, stdout=True, stderr=True, user=user)["Id"]
+                raw = self.api.exec_start(exec_id, socket=True)
+            except docker.errors.APIError as exc:
+                raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
+            # The SDK hands back a SocketIO wrapper; only the socket itself can half-close,
+            # and half-closing is what tells the process its stdin has ended.
+            sock: socket.socket = getattr(raw, "_sock", raw)
+            sock.settimeout(None)
+            try:
+                stdout, stderr = pump(
+                    chunks, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR), lambda: _frames(sock)
+                )
+            finally:
+                sock.close()
+            code = self.api.exec_inspect(exec_id).get("ExitCode")
+        return PsqlOutput(int(code if code is not None else -1), stderr, stdout)
+
+
+@dataclass(frozen=True)
+class DockerPsql:
+    """Runs psql inside the container, over its unix socket (trusted there, so no password travels)."""
+
+    engine: DockerEngine
+    container: str
+    user: str
+
+    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
+        argv = ["psql", "-U", self.user, "-d", database, *args]
+        return self.engine.exec_stream(self.container, argv, chunks)
+
+
+def _frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """Demultiplex Docker's attach stream: 8-byte headers (stream id, size) before each frame."""
+    while True:
+        header = _read_exact(sock, 8)
+        if len(header) < 8:
+            return
+        stream, size = struct.unpack(">BxxxL", header)
+        payload = _read_exact(sock, size)
+        yield stream, payload
+        if len(payload) < size:
+            return
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        data = sock.recv(size - len(buf))
+        if not data:
+            break
+        buf += data
+    return bytes(buf)
+
+
+def check_port_free(bind: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((bind, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortInUse(
+                    f"port {port} on {bind} is already in use by another process",
+                    hint="stop it, or set another `port:` in provision.yaml (or PROVISION_PORT / --port); "
+                    "port 0 lets Docker choose a free one",
+                ) from exc
+            # Other errors (address not on this host, ...) are Docker's to report.
+
+
+def find_drift(info: ContainerInfo, cfg: Config) -> list[str]:
+    """How an existing container differs from the config, without showing secret values."""
+    drift = []
+    if info.image != cfg.image:
+        drift.append(f"image is {info.image}, config says {cfg.image}")
+    if info.bind is None:
+        drift.append(f"port 5432 is not published, config says {cfg.bind}:{cfg.port}")
+    elif info.bind != cfg.bind:
+        drift.append(f"published on {info.bind}, config says {cfg.bind}")
+    if cfg.port and info.host_port not in (None, cfg.port):
+        drift.append(f"port is {info.host_port}, config says {cfg.port}")
+    env_user = info.env.get("POSTGRES_USER", "postgres")
+    if env_user != cfg.user:
+        drift.append(f"user is {env_user}, config says {cfg.user}")
+    if not hmac.compare_digest(info.env.get("POSTGRES_PASSWORD", "").encode(), cfg.password.encode()):
+        drift.append("password differs from the config")
+    if (info.volume or None) != (cfg.volume or None):
+        drift.append(f"data volume is {info.volume or 'none'}, config says {cfg.volume or 'none'}")
+    settings = json.dumps(dict(cfg.server_settings), sort_keys=True)
+    if info.managed and info.labels.get(LABEL_SETTINGS, "{}") != settings:
+        drift.append("server_settings differ from the config")
+    return drift
+
+
+def drift_error(info: ContainerInfo, drift: list[str]) -> DriftDetected:
+    return DriftDetected(f"container {info.name} does not match the config: " + "; ".join(drift))
+
+
+def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    host_config = attrs.get("HostConfig") or {}
+    env = dict(item.split("=", 1) for item in (config.get("Env") or []) if "=" in item)
+    wanted = (host_config.get("PortBindings") or {}).get("5432/tcp") or []
+    live = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get("5432/tcp") or []
+    bind: str | None = None
+    host_port: int | None = None
+    if wanted:
+        bind = wanted[0].get("HostIp") or "0.0.0.0"
+        if wanted[0].get("HostPort"):
+            host_port = int(wanted[0]["HostPort"])
+    for binding in live:
+        if binding.get("HostPort"):
+            host_port = int(binding["HostPort"])  # the real one, when Docker chose it
+            break
+    volume = None
+    for mount in attrs.get("Mounts") or []:
+        if mount.get("Destination") == PGDATA and mount.get("Type") == "volume" and mount.get("Name"):
+            # Anonymous volumes (from the image's VOLUME line) have 64-hex names; they are not "the" volume.
+            name = mount["Name"]
+            if not (len(name) == 64 and all(c in "0123456789abcdef" for c in name)):
+                volume = name
+    return ContainerInfo(
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        id=str(attrs.get("Id", "")),
+        image=str(config.get("Image", "")),
+        status=str(state.get("Status", "unknown")),
+        exit_code=int(state.get("ExitCode") or 0),
+        restart_count=int(attrs.get("RestartCount") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        bind=bind,
+        host_port=host_port,
+        volume=volume,
+        labels=dict(config.get("Labels") or {}),
+        env=env,
+        error=str(state.get("Error") or ""),
+    )
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

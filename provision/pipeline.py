@@ -1,0 +1,444 @@
+"""The fresh pipeline: build into staging (or clone a cached template), verify, swap into place, tidy up."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from . import dbops
+from .alembic_stamp import stamp_alembic
+from .config import Config, DatabaseConfig, resolve_sql_files
+from .dbops import Connection, Endpoint
+from .errors import ProvisionError, VerifyFailed
+from .sqlstream import PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
+
+# Bump when what a build produces changes for the same sources, so old templates are not reused.
+PIPELINE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress reported to the caller; the library never prints."""
+
+    kind: Literal["step", "info", "wait"]
+    message: str
+    database: str | None = None
+    seconds: float | None = None
+
+
+EventFn = Callable[[Event], None]
+
+
+def _ignore(event: Event) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    display: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one database is built from, resolved before anything is touched."""
+
+    database: DatabaseConfig
+    files: tuple[SourceFile, ...]
+    variables: tuple[tuple[str, str], ...]
+
+    @property
+    def name(self) -> str:
+        return self.database.name
+
+    def content_hash(self, server_version: int) -> str:
+        """Everything that decides what the build produces: sources, variables, revision, server major."""
+        h = hashlib.sha256()
+        parts = [
+            PIPELINE_VERSION,
+            str(server_version // 10000),
+            self.database.alembic_revision or "",
+            str(self.database.single_transaction),
+            json.dumps(self.variables),
+            *(f.sha256 for f in self.files),
+        ]
+        h.update("\x00".join(parts).encode())
+        return h.hexdigest()
+
+
+def plan_database(cfg: Config, db: DatabaseConfig) -> BuildPlan:
+    files = []
+    for path in resolve_sql_files(cfg, db):
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        try:
+            display = str(path.relative_to(cfg.base_dir))
+        except ValueError:
+            display = path.name if "site-packages" in str(path) or "/sql/" in str(path) else str(path)
+        files.append(SourceFile(path, display, digest.hexdigest(), path.stat().st_size))
+    variables = tuple(db.variables)
+    if db.demo:
+        variables += (("scale", str(cfg.demo_scale)),)
+    return BuildPlan(db, tuple(files), variables)
+
+
+@dataclass
+class DatabaseResult:
+    name: str
+    action: Literal["built", "cloned", "spare"]
+    seconds: float
+    content_hash: str
+    tables: int
+    alembic_revision: str | None
+    replaced: bool
+
+
+@dataclass
+class Server:
+    """A ready server: where to connect, how to run psql, and the server's version."""
+
+    endpoint: Endpoint
+    runner: PsqlRunner
+    server_version: int
+    target: str = "docker"
+    container: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, version: str) -> str:
+    record = {
+        "provision": version,
+        "kind": kind,
+        "database": plan.name,
+        "hash": content_hash,
+        "alembic_revision": plan.database.alembic_revision,
+        "sources": [[f.display, f.sha256] for f in plan.files],
+        "variables": dict(plan.variables),
+        "built_at": built_at,
+        "provisioned_at": _now(),
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
+def read_provenance(comment: str | None) -> dict[str, object] | None:
+    if not comment or not comment.startswith("{"):
+        return None
+    try:
+        data = json.loads(comment)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "hash" in data else None
+
+
+def template_name(database: str, content_hash: str) -> str:
+    return dbops.derived_name(database, "tpl", content_hash[:16])
+
+
+def spare_name(database: str, content_hash: str) -> str:
+    return dbops.derived_name(database, "spare", content_hash[:16])
+
+
+def _token() -> str:
+    return secrets.token_hex(4)
+
+
+@contextlib.contextmanager
+def _timed(on_event: EventFn, message: str, database: str | None) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    on_event(Event("step", message, database, time.monotonic() - started))
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _ignore) -> None:
+    """Create `name` and build it from the plan: SQL sources, Alembic stamp, verification.
+
+    On any failure, Ctrl-C included, `name` is dropped again and the error is raised.
+    """
+    with dbops.connection(server.endpoint) as admin:
+        dbops.create_database(admin, name)
+        try:
+            source_map = SourceMap()
+            with _timed(on_event, f"load {len(plan.files)} SQL file(s)", plan.name):
+                output = server.runner.run(
+                    name,
+                    psql_args(plan.variables, plan.database.single_transaction),
+                    stream_files([f.path for f in plan.files], source_map),
+                )
+            if output.exit_code != 0:
+                raise describe_psql_failure(plan.name, output, source_map)
+            with dbops.connection(server.endpoint, name) as conn:
+                if plan.database.alembic_revision:
+                    with _timed(on_event, f"stamp alembic {plan.database.alembic_revision}", plan.name):
+                        with dbops.server_errors(f"stamping alembic in {plan.name}"):
+                            stamp_alembic(conn, plan.database.alembic_revision)
+                verify(conn, plan)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dbops.drop_database(admin, name)
+            raise
+
+
+def verify(conn: Connection, plan: BuildPlan) -> None:
+    missing = dbops.missing_tables(conn, plan.database.tables)
+    if missing:
+        raise VerifyFailed(
+            f"{plan.name}: the SQL ran, but these expected tables are missing: {', '.join(missing)}",
+            hint="check the SQL sources, or the `tables:` list for this database",
+        )
+    if plan.database.alembic_revision:
+        versions = dbops.alembic_versions(conn)
+        if versions != [plan.database.alembic_revision]:
+            raise VerifyFailed(f"{plan.name}: alembic_version holds {versions}, expected one row")
+
+
+def cleanup_leftovers(admin: Connection, names: Sequence[str], on_event: EventFn = _ignore) -> list[str]:
+    """Drop staging and swapped-out copies left by crashed or interrupted runs. Call under the lock."""
+    rows = dbops.list_databases(admin)
+    dropped = []
+    for database in names:
+        prefixes = (dbops.derived_prefix(database, "stage"), dbops.derived_prefix(database, "old"))
+        for row in rows:
+            if row.startswith(prefixes):
+                dbops.drop_database(admin, row)
+                dropped.append(row)
+    if dropped:
+        on_event(Event("info", f"removed leftovers of earlier runs: {', '.join(sorted(dropped))}"))
+    return dropped
+
+
+def _prepare(server: Server, plan: BuildPlan, use_cache: bool, on_event: EventFn) -> tuple[str, str, str, str]:
+    """Get a complete new copy of the database ready under a private name.
+
+    Returns (name, action, content hash, built_at).
+    """
+    content_hash = plan.content_hash(server.server_version)
+    started = time.monotonic()
+    if use_cache:
+        with dbops.connection(server.endpoint) as admin:
+            rows = dbops.list_databases(admin)
+            tpl = template_name(plan.name, content_hash)
+            if tpl in rows and rows[tpl].is_template:
+                built = read_provenance(rows[tpl].comment) or {}
+                built_at = str(built.get("built_at", _now()))
+                spare = spare_name(plan.name, content_hash)
+                if spare in rows:
+                    # Claim it under a staging name, so a crash from here on counts as a leftover.
+                    stage = dbops.derived_name(plan.name, "stage", _token())
+                    dbops.rename_database(admin, spare, stage)
+                    on_event(
+                        Event(
+                            "step", "take the spare copy of the cached template", plan.name, time.monotonic() - started
+                        )
+                    )
+                    return stage, "spare", content_hash, built_at
+                stage = dbops.derived_name(plan.name, "stage", _token())
+                dbops.create_database(admin, stage, template=tpl)
+                on_event(Event("step", "clone the cached template", plan.name, time.monotonic() - started))
+                return stage, "cloned", content_hash, built_at
+    stage = dbops.derived_name(plan.name, "stage", _token())
+    build_into(server, plan, stage, on_event)
+    return stage, "built", content_hash, _now()
+
+
+def fresh_databases(
+    server: Server,
+    plans: Sequence[BuildPlan],
+    use_cache: bool,
+    version: str,
+    on_event: EventFn = _ignore,
+    parallel: bool = True,
+) -> list[DatabaseResult]:
+    """Build every planned database privately, then swap them all into place in one transaction.
+
+    The caller holds the provisioner lock. If any build fails, nothing is swapped and every
+    staging copy is removed; the databases in place are untouched.
+    """
+    started = time.monotonic()
+    prepared: list[tuple[str, str, str, str] | None] = [None] * len(plans)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            prepared[index] = _prepare(server, plans[index], use_cache, on_event)
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            errors.append(exc)
+
+    try:
+        if parallel and len(plans) > 1:
+            with ThreadPoolExecutor(max_workers=min(2, len(plans)), thread_name_prefix="provision-build") as pool:
+                list(pool.map(work, range(len(plans))))
+        else:
+            for i in range(len(plans)):
+                work(i)
+                if errors:
+                    break
+        if errors:
+            first = next((e for e in errors if isinstance(e, ProvisionError)), errors[0])
+            raise first
+
+        with dbops.connection(server.endpoint) as admin:
+            results = _swap_all(admin, server, plans, prepared, version, on_event)
+    except BaseException:
+        with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
+            for item in prepared:
+                if item is not None:
+                    dbops.drop_database(admin, item[0])
+        raise
+    for result in results:
+        result.seconds = time.monotonic() - started
+    return results
+
+
+def _swap_all(
+    admin: Connection,
+    server: Server,
+    plans: Sequence[BuildPlan],
+    prepared: Sequence[tuple[str, str, str, str] | None],
+    version: str,
+    on_event: EventFn,
+) -> list[DatabaseResult]:
+    started = time.monotonic()
+    swaps = []
+    for plan, item in zip(plans, prepared, strict=True):
+        assert item is not None
+        stage, action, content_hash, built_at = item
+        swaps.append((plan, stage, action, content_hash, built_at))
+
+    existing = dbops.list_databases(admin)
+    olds = {
+        plan.name: dbops.derived_name(plan.name, "old", _token()) if plan.name in existing else None for plan in plans
+    }
+    batch = [
+        dbops.Swap(plan.name, stage, olds[plan.name], provenance(plan, content_hash, "database", built_at, version))
+        for plan, stage, _action, content_hash, built_at in swaps
+    ]
+    # A client can reconnect between terminating sessions and the rename; that is
+    # ObjectInUse, and worth a few quick retries. Nothing else is retried.
+    for attempt in Retrying(
+        retry=retry_if_exception_type(dbops.ObjectInUse), wait=wait_fixed(0.05), stop=stop_after_delay(10), reraise=True
+    ):
+        with attempt:
+            for plan in plans:
+                if olds[plan.name]:
+                    dbops.terminate_sessions(admin, plan.name)
+            dbops.swap_in(admin, batch)
+    on_event(Event("step", f"swap {', '.join(p.name for p in plans)} into place", None, time.monotonic() - started))
+
+    results = []
+    for plan, _stage, action, content_hash, _built_at in swaps:
+        with dbops.connection(server.endpoint, plan.name) as conn:
+            tables = dbops.table_count(conn)
+        results.append(
+            DatabaseResult(
+                name=plan.name,
+                action=action,  # type: ignore[arg-type]
+                seconds=0.0,
+                content_hash=content_hash,
+                tables=tables,
+                alembic_revision=plan.database.alembic_revision,
+                replaced=olds[plan.name] is not None,
+            )
+        )
+    return results
+
+
+# ---------------------------------------------------------------- templates and housekeeping
+
+
+def ensure_template(server: Server, plan: BuildPlan, version: str, on_event: EventFn = _ignore) -> str:
+    """Make sure the template for the plan's current content exists; build it if not. Call under the lock."""
+    content_hash = plan.content_hash(server.server_version)
+    tpl = template_name(plan.name, content_hash)
+    with dbops.connection(server.endpoint) as admin:
+        row = dbops.list_databases(admin).get(tpl)
+        if row is not None and row.is_template:
+            return tpl
+        if row is not None:
+            dbops.drop_database(admin, tpl)
+    stage = dbops.derived_name(plan.name, "stage", _token())
+    with _timed(on_event, "build the cached template", plan.name):
+        build_into(server, plan, stage, on_event)
+        try:
+            with dbops.connection(server.endpoint) as admin:
+                comment = provenance(plan, content_hash, "template", _now(), version)
+                with dbops.server_errors(f"marking the template of {plan.name}"):
+                    dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
+        except BaseException:
+            with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
+                dbops.drop_database(admin, stage)
+            raise
+    return tpl
+
+
+def housekeep(
+    server: Server,
+    plans: Sequence[BuildPlan],
+    keep_templates: int,
+    use_cache: bool,
+    version: str,
+    on_event: EventFn = _ignore,
+) -> None:
+    """Drop swapped-out copies, make sure each database has a template and one spare copy, prune old templates.
+
+    Call under the lock. Every step is safe to interrupt: the next run finishes the job.
+    """
+    with dbops.connection(server.endpoint) as admin:
+        cleanup_leftovers(admin, [p.name for p in plans], on_event)
+    if not use_cache:
+        return
+    for plan in plans:
+        content_hash = plan.content_hash(server.server_version)
+        tpl = ensure_template(server, plan, version, on_event)
+        spare = spare_name(plan.name, content_hash)
+        with dbops.connection(server.endpoint) as admin:
+            rows = dbops.list_databases(admin)
+            for name in rows:
+                if name.startswith(dbops.derived_prefix(plan.name, "spare")) and name != spare:
+                    dbops.drop_database(admin, name)
+            if spare not in rows:
+                with _timed(on_event, "clone a spare copy for the next run", plan.name):
+                    dbops.create_database(admin, spare, template=tpl)
+            prune_templates(admin, plan.name, keep=keep_templates, current=tpl, on_event=on_event)
+
+
+def prune_templates(
+    admin: Connection, database: str, keep: int, current: str, on_event: EventFn = _ignore
+) -> list[str]:
+    """Keep the newest `keep` templates of `database` (always the current one); drop the rest."""
+    prefix = dbops.derived_prefix(database, "tpl")
+    rows = dbops.list_databases(admin)
+    templates = []
+    for name, row in rows.items():
+        if name.startswith(prefix):
+            built = read_provenance(row.comment) or {}
+            templates.append((str(built.get("built_at", "")), name))
+    templates.sort(reverse=True)
+    keep_names = {current} | {name for _, name in templates[:keep]}
+    dropped = [name for _, name in templates if name not in keep_names]
+    for name in dropped:
+        dbops.drop_database(admin, name)
+    if dropped:
+        on_event(Event("info", f"pruned {len(dropped)} old template(s) of {database}"))
+    return dropped

@@ -1,0 +1,72 @@
+"""Waits until the server really accepts logins, polling fast with an overall deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from .dbops import Endpoint, ServerUnavailable, connect
+from .errors import NotReady
+
+POLL_SECONDS = 0.03
+
+
+@dataclass(frozen=True)
+class Ready:
+    endpoint: Endpoint
+    server_version: int
+    seconds: float
+    attempts: int
+
+
+def wait_until_ready(
+    endpoint: Callable[[], Endpoint],
+    timeout: float,
+    check: Callable[[], None] | None = None,
+    log_tail: Callable[[], str] | None = None,
+    interval: float = POLL_SECONDS,
+) -> Ready:
+    """Poll until a login with the configured credentials succeeds over TCP.
+
+    The official image's init phase runs a temporary server on the unix socket only, so a
+    completed TCP login means init is over; a TCP connect alone is not enough, because
+    docker-proxy accepts connections before Postgres listens. `check` runs before every
+    attempt and raises at once (a container that exited or restart-loops); only
+    ServerUnavailable is retried, never AuthFailed.
+    """
+    started = time.monotonic()
+    attempts = 0
+    retrying = Retrying(
+        retry=retry_if_exception_type(ServerUnavailable),
+        wait=wait_fixed(interval),
+        stop=stop_after_delay(timeout),
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                attempts += 1
+                if check is not None:
+                    check()
+                ep = endpoint()
+                remaining = max(2, int(timeout - (time.monotonic() - started)) + 1)
+                conn = connect(ep, timeout=min(remaining, 5), application_name="provision wait")
+                version = int(conn.server_version)
+                conn.close()
+                return Ready(ep, version, time.monotonic() - started, attempts)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise NotReady(
+            f"the server was not ready after {timeout:g} s ({attempts} attempts): {last}",
+            hint="raise --timeout (or `timeout:`) if the server is just slow; the log below usually says why",
+            detail=_tail_detail(log_tail),
+        ) from last
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tail_detail(log_tail: Callable[[], str] | None) -> str | None:
+    if log_tail is None:
+        return None
+    return "last lines of the container log:\n" + log_tail()
