@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +159,16 @@ def spare_name(database: str, content_hash: str) -> str:
     return dbops.derived_name(database, "spare", content_hash[:16])
 
 
+def checkpoint(name: str) -> None:
+    """Fault-injection hook for the kill -9 tests: PROVISION_KILL_AT=<name> kills this process here.
+
+    Read at call time, never at import. Names: stage-created, sql-loaded, stamped,
+    before-swap, swapped, housekeeping-leftovers-dropped, template-built, spare-created.
+    """
+    if os.environ.get("PROVISION_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _token() -> str:
     return secrets.token_hex(4)
 
@@ -179,6 +191,7 @@ def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _
     with dbops.connection(server.endpoint) as admin:
         dbops.create_database(admin, name)
         try:
+            checkpoint("stage-created")
             source_map = SourceMap()
             with _timed(on_event, f"load {len(plan.files)} SQL file(s)", plan.name):
                 output = server.runner.run(
@@ -188,11 +201,13 @@ def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _
                 )
             if output.exit_code != 0:
                 raise describe_psql_failure(plan.name, output, source_map)
+            checkpoint("sql-loaded")
             with dbops.connection(server.endpoint, name) as conn:
                 if plan.database.alembic_revision:
                     with _timed(on_event, f"stamp alembic {plan.database.alembic_revision}", plan.name):
                         with dbops.server_errors(f"stamping alembic in {plan.name}"):
                             stamp_alembic(conn, plan.database.alembic_revision)
+                    checkpoint("stamped")
                 verify(conn, plan)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -336,14 +351,18 @@ def _swap_all(
     ]
     # A client can reconnect between terminating sessions and the rename; that is
     # ObjectInUse, and worth a few quick retries. Nothing else is retried.
-    for attempt in Retrying(
+    retrying = Retrying(
         retry=retry_if_exception_type(dbops.ObjectInUse), wait=wait_fixed(0.05), stop=stop_after_delay(10), reraise=True
-    ):
-        with attempt:
-            for plan in plans:
-                if olds[plan.name]:
-                    dbops.terminate_sessions(admin, plan.name)
-            dbops.swap_in(admin, batch)
+    )
+    with dbops.server_errors("swapping the new databases into place"):
+        for attempt in retrying:
+            with attempt:
+                for plan in plans:
+                    if olds[plan.name]:
+                        dbops.terminate_sessions(admin, plan.name)
+                checkpoint("before-swap")
+                dbops.swap_in(admin, batch)
+                checkpoint("swapped")
     on_event(Event("step", f"swap {', '.join(p.name for p in plans)} into place", None, time.monotonic() - started))
 
     results = []
@@ -406,11 +425,13 @@ def housekeep(
     """
     with dbops.connection(server.endpoint) as admin:
         cleanup_leftovers(admin, [p.name for p in plans], on_event)
+    checkpoint("housekeeping-leftovers-dropped")
     if not use_cache:
         return
     for plan in plans:
         content_hash = plan.content_hash(server.server_version)
         tpl = ensure_template(server, plan, version, on_event)
+        checkpoint("template-built")
         spare = spare_name(plan.name, content_hash)
         with dbops.connection(server.endpoint) as admin:
             rows = dbops.list_databases(admin)
@@ -420,6 +441,7 @@ def housekeep(
             if spare not in rows:
                 with _timed(on_event, "clone a spare copy for the next run", plan.name):
                     dbops.create_database(admin, spare, template=tpl)
+                checkpoint("spare-created")
             prune_templates(admin, plan.name, keep=keep_templates, current=tpl, on_event=on_event)
 
 

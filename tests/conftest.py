@@ -1,0 +1,151 @@
+"""Shared fixtures: a real Docker engine, throwaway provision configs, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = os.environ.get("PROVISION_TEST_IMAGE", "postgres:17")
+NAME_PREFIX = "provtest-"
+
+
+def _docker_client() -> Any:
+    import docker
+
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """The real engine. Under CI=true a missing engine fails the run instead of skipping it."""
+    try:
+        client = _docker_client()
+        client.ping()
+        client.images.get(IMAGE)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "no usable engine"
+        message = f"Docker engine or image {IMAGE} not available: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: integration tests must not be skipped)")
+        pytest.skip(message)
+    yield client
+    _remove_test_objects(client)
+
+
+def _remove_test_objects(client: Any) -> None:
+    """Remove only what the tests created: provision-managed containers and volumes named provtest-*."""
+    for container in client.containers.list(all=True, filters={"label": "provision.managed=true"}):
+        if container.name.startswith(NAME_PREFIX):
+            container.remove(force=True, v=True)
+    for volume in client.volumes.list():
+        if volume.name.startswith(NAME_PREFIX):
+            try:
+                volume.remove(force=True)
+            except Exception:  # noqa: BLE001 - best effort; a volume still in use goes with its container
+                pass
+
+
+@dataclass
+class Project:
+    """A throwaway provision config with its own container, volume and port."""
+
+    path: Path
+    name: str
+    data: dict[str, Any]
+
+    def write(self, **changes: Any) -> Project:
+        self.data.update(changes)
+        self.path.write_text(yaml.safe_dump(self.data, sort_keys=False))
+        return self
+
+    def config(self, **overrides: Any) -> Any:
+        from provision.config import load_config
+
+        return load_config(self.path, overrides=overrides, env={})
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
+    """ChatBI's databases (the built-in SQL) in a private container on a Docker-chosen port."""
+    name = NAME_PREFIX + secrets.token_hex(4)
+    data: dict[str, Any] = {
+        "container": name,
+        "volume": name + "-data",
+        "image": IMAGE,
+        "port": 0,
+        "cleanup": "sync",
+        "timeout": 60,
+    }
+    proj = Project(tmp_path / "provision.yaml", name, data).write()
+    yield proj
+    for container in docker_client.containers.list(all=True, filters={"name": name}):
+        if container.name == name:
+            container.remove(force=True, v=True)
+    for volume in docker_client.volumes.list(filters={"name": name}):
+        if volume.name.startswith(name):
+            volume.remove(force=True)
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, docker_client: Any) -> Iterator[Callable[..., Project]]:
+    """Like `project`, but several per test, each in its own directory."""
+    made: list[str] = []
+
+    def make(**data: Any) -> Project:
+        name = NAME_PREFIX + secrets.token_hex(4)
+        made.append(name)
+        base: dict[str, Any] = {
+            "container": name,
+            "volume": name + "-data",
+            "image": IMAGE,
+            "port": 0,
+            "cleanup": "sync",
+            "timeout": 60,
+        }
+        base.update(data)
+        directory = tmp_path / name
+        directory.mkdir()
+        return Project(directory / "provision.yaml", name, base).write()
+
+    yield make
+    for name in made:
+        for container in docker_client.containers.list(all=True, filters={"name": name}):
+            if container.name == name:
+                container.remove(force=True, v=True)
+        for volume in docker_client.volumes.list(filters={"name": name}):
+            if volume.name.startswith(name):
+                volume.remove(force=True)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `provision` program in a subprocess, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        input=input,
+    )
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
