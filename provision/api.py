@@ -170,7 +170,7 @@ def _check_remote(cfg: Config) -> None:
 def _ensure_container(
     engine: DockerEngine, cfg: Config, recreate: bool, on_event: EventFn
 ) -> tuple[ContainerInfo, str]:
-    from .docker_engine import drift_error, find_drift
+    from .docker_engine import NameConflict, drift_error, find_drift
 
     info = engine.find(cfg.container)
     if info is not None and recreate:
@@ -199,7 +199,11 @@ def _ensure_container(
         return info, "started"
     started = time.monotonic()
     engine.ensure_image(cfg.image, lambda msg: on_event(Event("info", msg)))
-    info = engine.create(cfg)
+    try:
+        info = engine.create(cfg)
+    except NameConflict:
+        # Someone else (a parallel worker) won the race: use theirs, as a second `up` would.
+        return _ensure_container(engine, cfg, False, on_event)
     on_event(Event("step", f"created container {cfg.container} from {cfg.image}", None, time.monotonic() - started))
     return info, "recreated" if recreate else "created"
 
@@ -670,3 +674,60 @@ def status(cfg: Config) -> StatusResult:
 
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+# ---------------------------------------------------------------- test support (the pytest plugin's library half)
+
+# Durability traded for speed on the throwaway server a test run uses; never used by `fresh`.
+TEST_SERVER_SETTINGS = (("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off"))
+
+
+def config_for_tests(cfg: Config) -> Config:
+    """The config a test run uses: its own container `<container>-test` on a free port, without a
+    named volume, with fsync and friends off. A server target is used as it is."""
+    if cfg.target != "docker":
+        return cfg
+    settings = dict(TEST_SERVER_SETTINGS)
+    settings.update(dict(cfg.server_settings))
+    return cfg.with_overrides(
+        container=f"{cfg.container}-test",
+        volume=None,
+        port=0,
+        server_settings=tuple(settings.items()),
+        cleanup="sync",
+    )
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """A ready server with an up-to-date template for each requested database."""
+
+    endpoint: Endpoint
+    templates: dict[str, str]
+    up: UpResult
+
+
+def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventFn | None = None) -> TemplateSet:
+    """Bring the server up and make sure each database has a template for its current sources.
+
+    A template is rebuilt only when its content hash changes. Serialised by the server-wide
+    lock, so parallel test workers build each template once. Also drops pool copies left by
+    test sessions that died.
+    """
+    from . import dbops
+    from .pipeline import ensure_template, prune_templates
+    from .pool import remove_dead_copies
+
+    emit = on_event or _ignore
+    plans = _selected(cfg, names, False)
+    server, up_result, _ = _ready_server(cfg, create=True, on_event=emit)
+    lock_conn = dbops.connect(server.endpoint, application_name="provision templates")
+    try:
+        dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
+        templates = {plan.name: ensure_template(server, plan, __version__, emit) for plan in plans}
+        for name, tpl in templates.items():
+            prune_templates(lock_conn, name, cfg.keep_templates, tpl, emit)
+        remove_dead_copies(lock_conn, [plan.name for plan in plans])
+    finally:
+        lock_conn.close()
+    return TemplateSet(server.endpoint, templates, up_result)

@@ -30,6 +30,10 @@ LABEL_VERSION = "provision.version"
 ProgressFn = Callable[[str], None]
 
 
+class NameConflict(ContainerError):
+    """Another process created the same container first (parallel test workers do this)."""
+
+
 @dataclass(frozen=True)
 class ContainerInfo:
     """What provision needs to know about a container, with no Docker SDK types."""
@@ -190,10 +194,7 @@ class DockerEngine:
                 )
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:
-                    raise ContainerError(
-                        f"a container named {cfg.container} was created by someone else at the same time",
-                        hint="run the command again",
-                    ) from exc
+                    raise NameConflict(f"a container named {cfg.container} was created concurrently") from exc
                 raise ContainerError(f"cannot create container {cfg.container}: {exc.explanation or exc}") from exc
             try:
                 self._start(cfg.container, cfg.port)

@@ -130,8 +130,13 @@ def make_project(tmp_path: Path, docker_client: Any) -> Iterator[Callable[..., P
                 volume.remove(force=True)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the real `provision` program in a subprocess, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
     full_env.update(env or {})

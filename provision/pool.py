@@ -1,0 +1,203 @@
+"""A warm pool of private database copies cloned from a template, refilled and drained in the background."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from . import dbops
+from .dbops import Connection, Endpoint
+from .errors import ProvisionError, ServerError
+
+_STOP = ""
+
+
+def new_session_token() -> int:
+    return secrets.randbits(31)
+
+
+def pool_prefix(database: str) -> str:
+    return dbops.derived_prefix(database, "pool")
+
+
+def pool_name(database: str, token: int, serial: int) -> str:
+    return dbops.derived_name(database, "pool", f"{token:08x}_{serial}")
+
+
+def _token_of(name: str, database: str) -> int | None:
+    rest = name[len(pool_prefix(database)) :]
+    try:
+        return int(rest.split("_", 1)[0], 16)
+    except ValueError:
+        return None
+
+
+class SessionLock:
+    """Marks a test session as alive for as long as its connection lives (a crash releases it)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.token = new_session_token()
+        self.conn = dbops.connect(endpoint, application_name="provision test session")
+        dbops.try_session_lock(self.conn, self.token)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def remove_dead_copies(admin: Connection, databases: Sequence[str]) -> list[str]:
+    """Drop pool copies whose session is gone (crashed runs). A live session's copies are left alone."""
+    dropped = []
+    rows = dbops.list_databases(admin)
+    for database in databases:
+        for name in rows:
+            if not name.startswith(pool_prefix(database)):
+                continue
+            token = _token_of(name, database)
+            if token is None:
+                continue
+            if dbops.try_session_lock(admin, token):
+                # Nobody holds it: the owner is dead. Keep the lock while dropping, then let go.
+                try:
+                    dbops.drop_database(admin, name)
+                    dropped.append(name)
+                finally:
+                    dbops.release_session_lock(admin, token)
+    return dropped
+
+
+@dataclass
+class PoolStats:
+    created: int = 0
+    handed_out: int = 0
+    dropped: int = 0
+    waits: list[float] = field(default_factory=list)
+
+
+class DatabasePool:
+    """Private copies of `template` for one database, `size` of them kept ready.
+
+    acquire() takes a ready copy (milliseconds when the pool is warm); release() queues it
+    for dropping in the background, so a used copy is never handed out again.
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, database: str, template: str, token: int, size: int = 4, fillers: int = 2
+    ) -> None:
+        self.endpoint = endpoint
+        self.database = database
+        self.template = template
+        self.token = token
+        self.size = size
+        self.stats = PoolStats()
+        self._ready: queue.Queue[str] = queue.Queue()
+        self._to_drop: queue.Queue[str] = queue.Queue()
+        self._serial = 0
+        self._pending = 0
+        self._lock = threading.Condition()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._fill, name=f"provision-pool-fill-{database}-{i}", daemon=True)
+            for i in range(max(1, fillers))
+        ]
+        self._threads.append(threading.Thread(target=self._drain, name=f"provision-pool-drop-{database}", daemon=True))
+        self._outstanding: set[str] = set()
+
+    def start(self) -> DatabasePool:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _next_name(self) -> str | None:
+        with self._lock:
+            while not self._stopped and self._ready.qsize() + self._pending >= self.size:
+                self._lock.wait(0.5)
+            if self._stopped:
+                return None
+            self._serial += 1
+            self._pending += 1
+            return pool_name(self.database, self.token, self._serial)
+
+    def _fill(self) -> None:
+        try:
+            with dbops.connection(self.endpoint, application_name="provision pool") as conn:
+                while (name := self._next_name()) is not None:
+                    try:
+                        dbops.create_database(conn, name, template=self.template)
+                    finally:
+                        with self._lock:
+                            self._pending -= 1
+                    self.stats.created += 1
+                    self._ready.put(name)
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the next acquire()
+            self._error = exc
+            self._ready.put(_STOP)
+
+    def _drain(self) -> None:
+        with (
+            contextlib.suppress(ProvisionError),
+            dbops.connection(self.endpoint, application_name="provision pool") as conn,
+        ):
+            while (name := self._to_drop.get()) != _STOP:
+                with contextlib.suppress(ProvisionError):
+                    dbops.drop_database(conn, name)
+                    self.stats.dropped += 1
+
+    def acquire(self, timeout: float = 60.0) -> str:
+        started = time.monotonic()
+        try:
+            name = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            raise ServerError(f"no copy of {self.database} became ready within {timeout:g} s") from None
+        if name == _STOP:
+            self._ready.put(_STOP)
+            error = self._error
+            raise ServerError(f"the pool for {self.database} failed: {error}") from error
+        with self._lock:
+            self._outstanding.add(name)
+            self._lock.notify_all()
+        self.stats.handed_out += 1
+        self.stats.waits.append(time.monotonic() - started)
+        return name
+
+    def release(self, name: str, keep: bool = False) -> None:
+        with self._lock:
+            self._outstanding.discard(name)
+        if not keep:
+            self._to_drop.put(name)
+
+    def close(self, keep: bool = False) -> list[str]:
+        """Stop refilling; drop every copy this pool made (unless keep). Returns the kept names."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        for thread in self._threads[:-1]:
+            thread.join(timeout=30)
+        leftovers = []
+        while True:
+            try:
+                name = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            if name != _STOP:
+                leftovers.append(name)
+        kept = sorted(self._outstanding) if keep else []
+        for name in leftovers + ([] if keep else sorted(self._outstanding)):
+            self._to_drop.put(name)
+        self._to_drop.put(_STOP)
+        self._threads[-1].join(timeout=60)
+        return kept
+
+
+@contextlib.contextmanager
+def borrowed(pool: DatabasePool, keep: bool = False) -> Iterator[str]:
+    name = pool.acquire()
+    try:
+        yield name
+    finally:
+        pool.release(name, keep=keep)

@@ -1,0 +1,159 @@
+"""The pytest plugin: per-test private database copies from a warm pool; a thin adapter over provision.api.
+
+Inert until one of its fixtures is used. Fixtures:
+
+- ``provision_session`` (session): the test server is up and every configured database has a
+  template built from its current SQL (rebuilt only when the SQL changes).
+- ``provision_db``: a private copy of the first configured database (``chatbi`` by default),
+  with ``.name``, ``.dsn`` and an open psycopg2 connection ``.conn``.
+- ``provision_db_factory``: ``provision_db_factory("chatbi_demo")`` does the same for any
+  configured database.
+
+Options (or ini keys): ``--provision-config`` / ``provision_config``, ``--provision-keep`` /
+``provision_keep``, ``provision_pool_size``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .api import TemplateSet
+    from .config import Config
+    from .dbops import Connection
+    from .pool import DatabasePool, SessionLock
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("provision", "provision: per-test PostgreSQL databases")
+    group.addoption("--provision-config", metavar="FILE", help="provision YAML config for the test databases.")
+    group.addoption(
+        "--provision-keep", action="store_true", default=None, help="Keep the per-test databases for debugging."
+    )
+    parser.addini("provision_config", "provision YAML config for the test databases.", default="")
+    parser.addini("provision_keep", "Keep the per-test databases (true/false).", type="bool", default=False)
+    parser.addini("provision_pool_size", "Ready copies kept per database.", default="4")
+
+
+@dataclass
+class ProvisionedDatabase:
+    """A private copy of a configured database, for one test."""
+
+    name: str
+    dsn: str
+    conn: Connection = field(repr=False)
+
+
+@dataclass
+class ProvisionSession:
+    """The session's server, templates and pools."""
+
+    config: Config
+    templates: TemplateSet
+    keep: bool
+    pool_size: int
+    session_lock: SessionLock
+    pools: dict[str, DatabasePool] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # copy name -> configured database
+
+    def pool(self, database: str) -> DatabasePool:
+        from .pool import DatabasePool
+
+        if database not in self.pools:
+            if database not in self.templates.templates:
+                self.config.database(database)  # raises a clear error for unknown names
+            self.pools[database] = DatabasePool(
+                self.templates.endpoint,
+                database,
+                self.templates.templates[database],
+                self.session_lock.token,
+                size=self.pool_size,
+            ).start()
+        return self.pools[database]
+
+    def acquire(self, database: str) -> ProvisionedDatabase:
+        import psycopg2
+
+        name = self.pool(database).acquire()
+        self.owners[name] = database
+        ep = self.templates.endpoint
+        conn = psycopg2.connect(
+            host=ep.host, port=ep.port, user=ep.user, password=ep.password, dbname=name, application_name="pytest"
+        )
+        return ProvisionedDatabase(name, ep.dsn(name, show_password=True), conn)
+
+    def release(self, db: ProvisionedDatabase) -> None:
+        if not db.conn.closed:
+            db.conn.close()
+        self.pools[self.owners.pop(db.name)].release(db.name, keep=self.keep)
+        if self.keep:
+            self.kept.append(db.name)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            self.kept += pool.close(keep=self.keep)
+        self.session_lock.close()
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"--provision-{name}")
+    return value if value is not None else config.getini(f"provision_{name}")
+
+
+@pytest.fixture(scope="session")
+def provision_session(pytestconfig: pytest.Config) -> Iterator[ProvisionSession]:
+    from . import api
+    from .config import load_config
+    from .pool import SessionLock
+
+    path = pytestconfig.getoption("--provision-config")
+    base = pytestconfig.invocation_params.dir
+    if not path:
+        path = pytestconfig.getini("provision_config") or None
+        base = pytestconfig.rootpath  # ini paths are relative to the project
+    if path and not os.path.isabs(path):
+        path = str(base / path)
+    cfg = api.config_for_tests(load_config(path))
+    templates = api.ensure_templates(cfg)
+    session = ProvisionSession(
+        cfg,
+        templates,
+        keep=bool(_option(pytestconfig, "keep")),
+        pool_size=int(pytestconfig.getini("provision_pool_size")),
+        session_lock=SessionLock(templates.endpoint),
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+        if session.keep and session.kept:
+            reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"provision: kept {len(session.kept)} database(s): {', '.join(session.kept)}")
+
+
+@pytest.fixture
+def provision_db_factory(provision_session: ProvisionSession) -> Iterator[Callable[[str], ProvisionedDatabase]]:
+    taken: list[ProvisionedDatabase] = []
+
+    def make(database: str) -> ProvisionedDatabase:
+        db = provision_session.acquire(database)
+        taken.append(db)
+        return db
+
+    yield make
+    for db in taken:
+        provision_session.release(db)
+
+
+@pytest.fixture
+def provision_db(
+    provision_db_factory: Callable[[str], ProvisionedDatabase], provision_session: ProvisionSession
+) -> ProvisionedDatabase:
+    return provision_db_factory(provision_session.config.databases[0].name)
