@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -16,7 +17,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("PROVISION_TEST_IMAGE", "postgres:17")
-NAME_PREFIX = "provtest-"
+# Per test session, so the session's cleanup never touches another run's containers.
+NAME_PREFIX = f"provtest-{secrets.token_hex(2)}-"
 
 
 def _docker_client() -> Any:
@@ -41,17 +43,18 @@ def docker_client() -> Iterator[Any]:
     _remove_test_objects(client)
 
 
-def _remove_test_objects(client: Any) -> None:
-    """Remove only what the tests created: provision-managed containers and volumes named provtest-*."""
+def _remove_test_objects(client: Any, prefix: str = NAME_PREFIX) -> None:
+    """Remove only what this test session created: provision-managed containers and volumes named `prefix`*."""
+    import docker.errors
+
     for container in client.containers.list(all=True, filters={"label": "provision.managed=true"}):
-        if container.name.startswith(NAME_PREFIX):
-            container.remove(force=True, v=True)
+        if container.name.startswith(prefix):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True, v=True)
     for volume in client.volumes.list():
-        if volume.name.startswith(NAME_PREFIX):
-            try:
+        if volume.name.startswith(prefix):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 volume.remove(force=True)
-            except Exception:  # noqa: BLE001 - best effort; a volume still in use goes with its container
-                pass
 
 
 @dataclass
@@ -91,12 +94,7 @@ def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
     }
     proj = Project(tmp_path / "provision.yaml", name, data).write()
     yield proj
-    for container in docker_client.containers.list(all=True, filters={"name": name}):
-        if container.name == name:
-            container.remove(force=True, v=True)
-    for volume in docker_client.volumes.list(filters={"name": name}):
-        if volume.name.startswith(name):
-            volume.remove(force=True)
+    _remove_test_objects(docker_client, name)
 
 
 @pytest.fixture
@@ -122,12 +120,7 @@ def make_project(tmp_path: Path, docker_client: Any) -> Iterator[Callable[..., P
 
     yield make
     for name in made:
-        for container in docker_client.containers.list(all=True, filters={"name": name}):
-            if container.name == name:
-                container.remove(force=True, v=True)
-        for volume in docker_client.volumes.list(filters={"name": name}):
-            if volume.name.startswith(name):
-                volume.remove(force=True)
+        _remove_test_objects(docker_client, name)
 
 
 def run_cli(
