@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .pool import DatabasePool, SessionLock
 
 
+_KEPT = pytest.StashKey[list[str]]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("provision", "provision: per-test PostgreSQL databases")
     group.addoption("--provision-config", metavar="FILE", help="provision YAML config for the test databases.")
@@ -132,10 +135,13 @@ def provision_session(pytestconfig: pytest.Config) -> Iterator[ProvisionSession]
         yield session
     finally:
         session.close()
-        if session.keep and session.kept:
-            reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(f"provision: kept {len(session.kept)} database(s): {', '.join(session.kept)}")
+        pytestconfig.stash[_KEPT] = sorted(set(session.kept))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    kept = config.stash.get(_KEPT, [])
+    if kept:
+        terminalreporter.write_line(f"provision: kept {len(kept)} database(s) for debugging: {', '.join(kept)}")
 
 
 @pytest.fixture

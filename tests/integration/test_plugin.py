@@ -1,0 +1,118 @@
+"""The pytest plugin against the real engine: a 50-test sample suite under xdist, isolation, cleanup, keep (issue 4)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from tests.conftest import Project
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = Path(__file__).resolve().parents[1] / "plugin_sample"
+
+
+def run_sample(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "PYTEST_"))}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "python_files=sample_*.py",
+            "--rootdir",
+            str(project.dir),
+            "--provision-config",
+            str(project.path),
+            str(SAMPLE),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project.dir,
+        timeout=600,
+    )
+
+
+def list_databases(docker_client: Any, container: str) -> list[str]:
+    code, out = docker_client.containers.get(container).exec_run(
+        ["psql", "-U", "chatbi", "-d", "postgres", "-Atc", "SELECT datname FROM pg_database"]
+    )
+    assert code == 0, out
+    return out.decode().split()
+
+
+def test_sample_suite_under_xdist_isolates_tests_and_leaves_nothing(project: Project, docker_client: Any) -> None:
+    result = run_sample(project, "-p", "xdist", "-n", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "50 passed" in result.stdout
+    container = project.name + "-test"
+    names = list_databases(docker_client, container)
+    assert not [n for n in names if "__pool_" in n], names
+    templates = sorted(n for n in names if "__tpl_" in n)
+    assert len(templates) == 2  # chatbi and chatbi_demo, built once despite two workers
+
+    # The test server trades durability for speed; `fresh`'s server never does.
+    settings = docker_client.containers.get(container).attrs["Config"]["Cmd"]
+    assert "fsync=off" in settings
+
+    # A second run reuses the container and the templates.
+    started_at = docker_client.containers.get(container).attrs["State"]["StartedAt"]
+    again = run_sample(project, "-p", "xdist", "-n", "2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert docker_client.containers.get(container).attrs["State"]["StartedAt"] == started_at
+    assert sorted(n for n in list_databases(docker_client, container) if "__tpl_" in n) == templates
+
+
+def test_keep_leaves_the_copies_for_debugging(project: Project, docker_client: Any) -> None:
+    result = run_sample(project, "--provision-keep", "-k", "test_each_test_gets_a_private_chatbi and 1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    kept = [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]
+    assert kept, result.stdout
+    assert "provision: kept" in result.stdout
+    # Kept copies hold what the test wrote.
+    url = docker_client.containers.get(project.name + "-test").attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=int(url["HostPort"]), user="chatbi", password="chatbi", dbname=kept[0]
+    )
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM app_users")
+    assert cur.fetchone() == (1,)
+    conn.close()
+
+    # The next session sees they belong to a dead session and removes them.
+    cleanup = run_sample(project, "-k", "test_demo_copy_was_not_reused_dirty")
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert not [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]
+
+
+def test_changed_sql_rebuilds_only_that_template(project: Project, docker_client: Any) -> None:
+    schema = project.dir / "schema.sql"
+    schema.write_text((Path(__file__).resolve().parents[2] / "sql" / "chatbi" / "init_app_tables.sql").read_text())
+    project.write(
+        databases={
+            "chatbi": {"sql": ["schema.sql"], "alembic_revision": "0001_initial_schema", "tables": ["app_users"]},
+            "chatbi_demo": {"sql": ["builtin:chatbi_demo/demo_data.sql"], "demo": True},
+        }
+    )
+    assert run_sample(project, "-k", "private_chatbi and 2").returncode == 0
+    before = set(list_databases(docker_client, project.name + "-test"))
+    schema.write_text(schema.read_text() + "\nCREATE TABLE extra (id int);\n")
+    assert run_sample(project, "-k", "private_chatbi and 2").returncode == 0
+    after = set(list_databases(docker_client, project.name + "-test"))
+    new = after - before
+    assert len(new) == 1 and next(iter(new)).startswith("chatbi__tpl_")
+    assert {n for n in before if n.startswith("chatbi_demo__tpl_")} == {
+        n for n in after if n.startswith("chatbi_demo__tpl_")
+    }
