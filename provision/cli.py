@@ -379,7 +379,9 @@ def _fail(exc: ProvisionError, debug: bool) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the single place where errors become messages and exit codes."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("PROVISION_DEBUG"))
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get(
+        "PROVISION_DEBUG", ""
+    ).lower() in ("1", "true", "yes", "on")
     try:
         code = cli.main(args=argv, prog_name="provision", standalone_mode=False)
     except ProvisionError as exc:

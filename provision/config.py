@@ -154,7 +154,7 @@ TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
 DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables")
 ENV_PREFIX = "PROVISION_"
 # Variables that are not config keys but belong to provision.
-_ENV_OTHER = frozenset({"PROVISION_CONFIG", "PROVISION_DEBUG"})
+_ENV_OTHER = frozenset({"PROVISION_CONFIG", "PROVISION_DEBUG", "PROVISION_KILL_AT", "PROVISION_TEST_IMAGE"})
 
 
 def env_name(key: str) -> str:
@@ -257,7 +257,7 @@ def is_local_host(host: str) -> bool:
 
 
 def validate_database_name(name: str, where: str) -> str:
-    if not isinstance(name, str) or not _DB_NAME.match(name):
+    if not isinstance(name, str) or not _DB_NAME.fullmatch(name):
         raise ConfigError(
             f"invalid database name {name!r} in {where}",
             hint="use letters, digits, '_' and '-', starting with a letter or '_' (no quotes, spaces or ';')",
@@ -295,8 +295,9 @@ def resolve_sql_files(config: Config, db: DatabaseConfig) -> list[Path]:
             base = config.base_dir
             pattern = os.path.expanduser(entry)
         full = Path(pattern) if os.path.isabs(pattern) else base / pattern
-        if glob.has_magic(str(full)):
-            matches = sorted((Path(p) for p in glob.glob(str(full))), key=natural_key)
+        if glob.has_magic(pattern):
+            escaped = pattern if os.path.isabs(pattern) else os.path.join(glob.escape(str(base)), pattern)
+            matches = sorted((Path(p) for p in glob.glob(escaped)), key=natural_key)
             matches = [m for m in matches if m.is_file()]
             if not matches:
                 raise ConfigError(f"no SQL files match {entry!r} ({where})", hint=f"looked for {full}")
@@ -341,7 +342,8 @@ def _check_sql_file(path: Path, where: str) -> None:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # a multi-byte character cut at the read boundary is fine
+        # A multi-byte character cut at the read limit is fine; anything else is not UTF-8.
+        if not (len(head) == 65536 and exc.reason == "unexpected end of data"):
             raise ConfigError(
                 f"SQL file is not UTF-8 text (bad byte at offset {exc.start}): {path} ({where})",
                 hint="save the file as UTF-8",
@@ -432,7 +434,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
     def bad(expected: str) -> ConfigError:
         shown = "<hidden>" if key == "password" else repr(value)
-        return ConfigError(f"{key} must be {expected}, got {shown} ({where})")
+        return ConfigError(
+            f"{key} must be {expected}, got {shown} ({where})",
+            hint=f"fix {key} there; `provision --help` and the README's configuration table list every key",
+        )
 
     if kind == "bool":
         if isinstance(value, bool):
@@ -464,6 +469,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not number_f > 0:
             raise bad("a positive number of seconds")
         return number_f
+    if key == "password" and not isinstance(value, str):
+        raise ConfigError(
+            f"password must be a string, got <hidden> ({where})",
+            hint='quote it in YAML (password: "0123"): unquoted digits are read as a number and change',
+        )
     if not isinstance(value, str) and not (kind == "optional_name" and value is None):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and kind in ("str", "identifier"):
             value = str(value)
@@ -476,12 +486,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value not in ("background", "sync"):
             raise bad("'background' or 'sync'")
     elif kind == "name":
-        if not _CONTAINER_NAME.match(value):
+        if not _CONTAINER_NAME.fullmatch(value):
             raise bad("a container name (letters, digits, '_', '.', '-')")
     elif kind == "optional_name":
         if value in (None, ""):
             return None
-        if not _CONTAINER_NAME.match(value):
+        if not _CONTAINER_NAME.fullmatch(value):
             raise bad("a volume name (letters, digits, '_', '.', '-'), or null for none")
     elif kind == "ip":
         try:
@@ -503,7 +513,7 @@ def _parse_settings(value: Any, where: str) -> tuple[tuple[str, str], ...]:
         raise ConfigError(f"server_settings must be a mapping like `fsync: off` ({where})")
     out = []
     for name, setting in value.items():
-        if not isinstance(name, str) or not _SETTING_NAME.match(name):
+        if not isinstance(name, str) or not _SETTING_NAME.fullmatch(name):
             raise ConfigError(f"invalid server setting name {name!r} ({where})")
         if isinstance(setting, bool):
             setting = "on" if setting else "off"
@@ -550,7 +560,7 @@ def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], in
                     raise ConfigError(f"variables must be a mapping of psql variable to value ({kwhere})")
                 pairs = []
                 for var, val in item.items():
-                    if not isinstance(var, str) or not _VARIABLE_NAME.match(var):
+                    if not isinstance(var, str) or not _VARIABLE_NAME.fullmatch(var):
                         raise ConfigError(f"invalid psql variable name {var!r} ({kwhere})")
                     if not isinstance(val, (str, int, float, bool)) or "\n" in str(val):
                         raise ConfigError(f"psql variable {var} must be a single-line value ({kwhere})")

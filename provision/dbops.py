@@ -24,6 +24,8 @@ MAINTENANCE_DB = "postgres"
 # marks a live test session n, so its pool copies are never mistaken for a crashed run's.
 LOCK_NAMESPACE = 0x70726F76  # "prov"
 LOCK_WAIT_SECONDS = 600
+# The longest suffix provision appends: a pool copy's "<8 hex>_<serial>" or a 16-hex hash.
+_SUFFIX_ROOM = 24
 
 
 class ServerUnavailable(ServerError):
@@ -116,11 +118,12 @@ def derived_name(database: str, kind: str, suffix: str = "") -> str:
 
     Configured names may not contain '__', so these never collide with them.
     """
-    name = f"{database}__{kind}_{suffix}"
-    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
-        return name
-    digest = hashlib.sha1(database.encode()).hexdigest()[:8]
-    return f"{database[:16]}_{digest}__{kind}_{suffix}"
+    # Decided on the name without the suffix, so derived_prefix() agrees with every derived_name().
+    base = f"{database}__{kind}_"
+    if len(base.encode()) + _SUFFIX_ROOM > MAX_IDENTIFIER_BYTES:
+        digest = hashlib.sha1(database.encode()).hexdigest()[:8]
+        base = f"{database[:16]}_{digest}__{kind}_"
+    return base + suffix
 
 
 def derived_prefix(database: str, kind: str) -> str:

@@ -90,8 +90,11 @@ def resolve_endpoint(env: Mapping[str, str]) -> tuple[str | None, Any]:
     name = env.get("DOCKER_CONTEXT") or None
     try:
         context = ContextAPI.get_context(name)
-    except docker.errors.DockerException as exc:
-        raise DockerUnavailable(f"cannot read docker context {name or '(current)'}: {exc}") from exc
+    except Exception as exc:
+        raise DockerUnavailable(
+            f"cannot read docker context {name or '(current)'}: {exc}",
+            hint="check `docker context ls`, or set DOCKER_HOST",
+        ) from exc
     if context is None:
         raise DockerUnavailable(f"docker context {name!r} does not exist", hint="check `docker context ls`")
     if context.name == "default":

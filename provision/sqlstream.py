@@ -166,8 +166,9 @@ def describe_psql_failure(database: str, output: PsqlOutput, source_map: SourceM
             error_line_in_statement = int(m.group(1))
         i += 1
 
-    if error_at is None:
-        text = output.stderr.strip() or f"psql exited with code {output.exit_code}"
+    if output.exit_code == 2 or error_at is None:
+        # psql exits 2 only when the connection went bad; SQL errors under ON_ERROR_STOP exit 3.
+        text = output.stderr.strip()[-2000:] or f"psql exited with code {output.exit_code}"
         if output.exit_code == 2:
             return ServerErrorInSql(f"psql lost its connection while building {database}: {text}")
         return SqlError(f"psql failed while building {database}: {text}")
@@ -199,7 +200,7 @@ def find_local_psql() -> str:
     """The real psql binary: Debian's /usr/bin/psql is a Perl wrapper that costs ~45 ms a call."""
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/psql"),
-        key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0),
+        key=lambda p: tuple(int(n) for n in re.findall(r"\d+", p.split("/")[4])),
         reverse=True,
     )
     found = candidates[0] if candidates else shutil.which("psql")

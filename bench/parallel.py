@@ -1,0 +1,54 @@
+"""Benchmark: a full build of chatbi + chatbi_demo with both databases in parallel vs one after the other.
+
+Decides `fresh_databases(parallel=...)`. Uses its own container (provision-bench-parallel, removed at
+the end). Run: .venv/bin/python bench/parallel.py [--iterations 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from provision import __version__, api, dbops
+from provision.config import load_config
+from provision.pipeline import fresh_databases, plan_database
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=7)
+    args = parser.parse_args()
+
+    cfg = load_config(None, env={}, overrides={"container": "provision-bench-parallel", "port": 0})
+    server, _, engine = api._ready_server(cfg, create=True)
+    plans = [plan_database(cfg, db) for db in cfg.databases]
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for i in range(args.iterations):
+            for parallel in (True, False) if i % 2 == 0 else (False, True):
+                with dbops.connection(server.endpoint) as admin:
+                    lock = dbops.connect(server.endpoint)
+                    dbops.acquire_lock(lock, wait=True)
+                    started = time.perf_counter()
+                    fresh_databases(server, plans, use_cache=False, version=__version__, parallel=parallel)
+                    timings[parallel].append(time.perf_counter() - started)
+                    lock.close()
+                    for name in dbops.list_databases(admin):
+                        if "__old_" in name:
+                            dbops.drop_database(admin, name)
+    finally:
+        if engine is not None:
+            engine.remove(cfg.container)
+            if cfg.volume:
+                engine.remove_volume(cfg.volume)
+    ratios = [p / s for p, s in zip(timings[True], timings[False], strict=True)]
+    for parallel in (True, False):
+        values = timings[parallel]
+        label = "parallel" if parallel else "serial  "
+        print(f"full build, {label}: median {statistics.median(values):.3f}s (min {min(values):.3f}, max {max(values):.3f})")
+    print(f"paired ratio parallel/serial: median {statistics.median(ratios):.3f}x")
+
+
+if __name__ == "__main__":
+    main()
