@@ -239,6 +239,7 @@ def _ready_server(
     recreate: bool = False,
     timeout: float | None = None,
     on_event: EventFn = _ignore,
+    writes: bool = True,
 ) -> tuple[Server, UpResult, DockerEngine | None]:
     from .readiness import wait_until_ready
     from .sqlstream import LocalPsql
@@ -246,9 +247,11 @@ def _ready_server(
     started = time.monotonic()
     timeout = cfg.timeout if timeout is None else timeout
     if cfg.target == "server":
-        _check_remote(cfg)
+        if writes:
+            _check_remote(cfg)
         ep = _endpoint(cfg, cfg.host, cfg.port)
         ready = wait_until_ready(lambda: ep, timeout)
+        on_event(Event("step", f"server ready on {cfg.host}:{cfg.port}", None, ready.seconds))
         runner: Any = LocalPsql(cfg.host, cfg.port, cfg.user, cfg.password)
         up = UpResult(
             "external", None, cfg.host, cfg.port, ready.server_version, time.monotonic() - started, ready.seconds
@@ -308,12 +311,14 @@ def up(
     cfg: Config, *, recreate: bool = False, timeout: float | None = None, on_event: EventFn | None = None
 ) -> UpResult:
     """Create or reuse the container, start it if stopped, and wait until it accepts logins."""
-    return _ready_server(cfg, create=True, recreate=recreate, timeout=timeout, on_event=on_event or _ignore)[1]
+    return _ready_server(
+        cfg, create=True, recreate=recreate, timeout=timeout, on_event=on_event or _ignore, writes=False
+    )[1]
 
 
 def wait(cfg: Config, *, timeout: float | None = None, on_event: EventFn | None = None) -> UpResult:
     """Wait until the (existing) server accepts logins."""
-    return _ready_server(cfg, create=False, timeout=timeout, on_event=on_event or _ignore)[1]
+    return _ready_server(cfg, create=False, timeout=timeout, on_event=on_event or _ignore, writes=False)[1]
 
 
 def down(cfg: Config, *, volumes: bool = False) -> DownResult:

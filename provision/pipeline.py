@@ -228,8 +228,10 @@ def verify(conn: Connection, plan: BuildPlan) -> None:
             raise VerifyFailed(f"{plan.name}: alembic_version holds {versions}, expected one row")
 
 
-def cleanup_leftovers(admin: Connection, names: Sequence[str], on_event: EventFn = _ignore) -> list[str]:
-    """Drop staging and swapped-out copies left by crashed or interrupted runs. Call under the lock."""
+def cleanup_leftovers(
+    admin: Connection, names: Sequence[str], on_event: EventFn = _ignore, what: str = "leftovers of earlier runs"
+) -> list[str]:
+    """Drop staging and swapped-out copies: a crashed run's, or the ones this run just replaced. Call under the lock."""
     rows = dbops.list_databases(admin)
     dropped = []
     for database in names:
@@ -239,7 +241,7 @@ def cleanup_leftovers(admin: Connection, names: Sequence[str], on_event: EventFn
                 dbops.drop_database(admin, row)
                 dropped.append(row)
     if dropped:
-        on_event(Event("info", f"removed leftovers of earlier runs: {', '.join(sorted(dropped))}"))
+        on_event(Event("info", f"dropped {what}: {', '.join(sorted(dropped))}"))
     return dropped
 
 
@@ -424,7 +426,7 @@ def housekeep(
     Call under the lock. Every step is safe to interrupt: the next run finishes the job.
     """
     with dbops.connection(server.endpoint) as admin:
-        cleanup_leftovers(admin, [p.name for p in plans], on_event)
+        cleanup_leftovers(admin, [p.name for p in plans], on_event, what="the replaced copies")
     checkpoint("housekeeping-leftovers-dropped")
     if not use_cache:
         return
