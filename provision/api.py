@@ -482,7 +482,7 @@ def fresh(
                     hint="pass --yes (or yes=True) to replace them",
                 )
         cleanup_leftovers(lock_conn, names, emit)
-        results = fresh_databases(server, plans, use_cache, __version__, emit)
+        results = fresh_databases(server, plans, use_cache, __version__, emit, template_now=cfg.cleanup == "sync")
         mode: Literal["background", "sync", "skipped"]
         if cfg.cleanup == "background":
             dbops.release_lock(lock_conn)

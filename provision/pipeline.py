@@ -245,8 +245,13 @@ def cleanup_leftovers(
     return dropped
 
 
-def _prepare(server: Server, plan: BuildPlan, use_cache: bool, on_event: EventFn) -> tuple[str, str, str, str]:
+def _prepare(
+    server: Server, plan: BuildPlan, use_cache: bool, on_event: EventFn, version: str, template_now: bool = False
+) -> tuple[str, str, str, str]:
     """Get a complete new copy of the database ready under a private name.
+
+    With `template_now`, a fresh build is also cloned into the cache before it is swapped in
+    (cheaper than building the template again later, when the caller waits for the tidy-up anyway).
 
     Returns (name, action, content hash, built_at).
     """
@@ -276,6 +281,13 @@ def _prepare(server: Server, plan: BuildPlan, use_cache: bool, on_event: EventFn
                 return stage, "cloned", content_hash, built_at
     stage = dbops.derived_name(plan.name, "stage", _token())
     build_into(server, plan, stage, on_event)
+    if use_cache and template_now:
+        try:
+            ensure_template(server, plan, version, on_event, clone_from=stage)
+        except BaseException:
+            with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
+                dbops.drop_database(admin, stage)
+            raise
     return stage, "built", content_hash, _now()
 
 
@@ -286,6 +298,7 @@ def fresh_databases(
     version: str,
     on_event: EventFn = _ignore,
     parallel: bool = True,
+    template_now: bool = False,
 ) -> list[DatabaseResult]:
     """Build every planned database privately, then swap them all into place in one transaction.
 
@@ -298,7 +311,7 @@ def fresh_databases(
 
     def work(index: int) -> None:
         try:
-            prepared[index] = _prepare(server, plans[index], use_cache, on_event)
+            prepared[index] = _prepare(server, plans[index], use_cache, on_event, version, template_now)
         except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
             errors.append(exc)
 
@@ -388,8 +401,14 @@ def _swap_all(
 # ---------------------------------------------------------------- templates and housekeeping
 
 
-def ensure_template(server: Server, plan: BuildPlan, version: str, on_event: EventFn = _ignore) -> str:
-    """Make sure the template for the plan's current content exists; build it if not. Call under the lock."""
+def ensure_template(
+    server: Server, plan: BuildPlan, version: str, on_event: EventFn = _ignore, clone_from: str | None = None
+) -> str:
+    """Make sure the template for the plan's current content exists; build it if not. Call under the lock.
+
+    `clone_from` names a database just built from the same plan that nobody else can reach
+    (a staging copy): cloning it is cheaper than building again.
+    """
     content_hash = plan.content_hash(server.server_version)
     tpl = template_name(plan.name, content_hash)
     with dbops.connection(server.endpoint) as admin:
@@ -399,8 +418,14 @@ def ensure_template(server: Server, plan: BuildPlan, version: str, on_event: Eve
         if row is not None:
             dbops.drop_database(admin, tpl)
     stage = dbops.derived_name(plan.name, "stage", _token())
-    with _timed(on_event, "build the cached template", plan.name):
-        build_into(server, plan, stage, on_event)
+    with _timed(
+        on_event, "clone the new copy as the cached template" if clone_from else "build the cached template", plan.name
+    ):
+        if clone_from:
+            with dbops.connection(server.endpoint) as admin:
+                dbops.create_database(admin, stage, template=clone_from)
+        else:
+            build_into(server, plan, stage, on_event)
         try:
             with dbops.connection(server.endpoint) as admin:
                 comment = provenance(plan, content_hash, "template", _now(), version)
