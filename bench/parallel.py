@@ -27,16 +27,17 @@ def main() -> None:
     try:
         for i in range(args.iterations):
             for parallel in (True, False) if i % 2 == 0 else (False, True):
-                with dbops.connection(server.endpoint) as admin:
-                    lock = dbops.connect(server.endpoint)
+                lock = dbops.connect(server.endpoint)
+                try:
                     dbops.acquire_lock(lock, wait=True)
                     started = time.perf_counter()
-                    fresh_databases(server, plans, use_cache=False, version=__version__, parallel=parallel)
+                    fresh_databases(server, lock, plans, use_cache=False, version=__version__, parallel=parallel)
                     timings[parallel].append(time.perf_counter() - started)
-                    lock.close()
-                    for name in dbops.list_databases(admin):
+                    for name in dbops.list_databases(lock):
                         if "__old_" in name:
-                            dbops.drop_database(admin, name)
+                            dbops.drop_database(lock, name)
+                finally:
+                    lock.close()
     finally:
         if engine is not None:
             engine.remove(cfg.container)
@@ -46,7 +47,8 @@ def main() -> None:
     for parallel in (True, False):
         values = timings[parallel]
         label = "parallel" if parallel else "serial  "
-        print(f"full build, {label}: median {statistics.median(values):.3f}s (min {min(values):.3f}, max {max(values):.3f})")
+        low, high = min(values), max(values)
+        print(f"full build, {label}: median {statistics.median(values):.3f}s (min {low:.3f}, max {high:.3f})")
     print(f"paired ratio parallel/serial: median {statistics.median(ratios):.3f}x")
 
 

@@ -482,7 +482,9 @@ def fresh(
                     hint="pass --yes (or yes=True) to replace them",
                 )
         cleanup_leftovers(lock_conn, names, emit)
-        results = fresh_databases(server, plans, use_cache, __version__, emit, template_now=cfg.cleanup == "sync")
+        results = fresh_databases(
+            server, lock_conn, plans, use_cache, __version__, emit, template_now=cfg.cleanup == "sync"
+        )
         mode: Literal["background", "sync", "skipped"]
         if cfg.cleanup == "background":
             dbops.release_lock(lock_conn)
@@ -510,11 +512,16 @@ def housekeeping_log() -> str:
     return os.path.join(tempfile.gettempdir(), "provision-housekeeping.log")
 
 
+def _housekeeping_pids(endpoint: Endpoint) -> str:
+    return os.path.join(tempfile.gettempdir(), f"provision-housekeeping-{endpoint.host}-{endpoint.port}.pids")
+
+
 def _spawn_housekeeping(cfg: Config, server: Server, names: Sequence[str], use_cache: bool) -> None:
     """Drop the old copies and prepare the next run's spare in a detached process.
 
-    The caller's database is already in place; this work only makes the next run fast, and
-    is safe to kill at any point (the next run finishes it).
+    The caller's databases are already in place; this work only makes the next run fast, and
+    is safe to kill at any point (the next run finishes it). Its pid is recorded so that
+    wait_for_housekeeping() can wait for it.
     """
     payload = json.dumps(
         {
@@ -538,27 +545,45 @@ def _spawn_housekeeping(cfg: Config, server: Server, names: Sequence[str], use_c
         assert proc.stdin is not None
         proc.stdin.write(payload.encode())
         proc.stdin.close()
+    with open(_housekeeping_pids(server.endpoint), "a") as pids:
+        pids.write(f"{proc.pid}\n")
+
+
+class _LazyRunner:
+    """Connects to Docker only if the tidy-up has to run psql (a template build), not to drop or clone."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.runner: Any = None
+
+    def run(self, database: str, args: Sequence[str], chunks: Any) -> Any:
+        if self.runner is None:
+            self.runner = self.factory()
+        return self.runner.run(database, args, chunks)
 
 
 def housekeep_from_payload(payload: str, on_event: EventFn | None = None) -> None:
     """The detached half of `fresh` (see _spawn_housekeeping)."""
     from . import dbops
-    from .docker_engine import DockerEngine, DockerPsql
     from .pipeline import housekeep
-    from .sqlstream import LocalPsql
 
     data = json.loads(payload)
     cfg = config_from_dict(data["config"])
     ep = _endpoint(cfg, data["host"], int(data["port"]))
-    runner: Any
-    if cfg.target == "docker":
-        runner = DockerPsql(DockerEngine.connect(), cfg.container, cfg.user)
-    else:
-        runner = LocalPsql(cfg.host, cfg.port, cfg.user, cfg.password)
+
+    def make_runner() -> Any:
+        if cfg.target == "docker":
+            from .docker_engine import DockerEngine, DockerPsql
+
+            return DockerPsql(DockerEngine.connect(), cfg.container, cfg.user)
+        from .sqlstream import LocalPsql
+
+        return LocalPsql(cfg.host, cfg.port, cfg.user, cfg.password)
+
     lock_conn = dbops.connect(ep, application_name="provision housekeeping")
     try:
         dbops.acquire_lock(lock_conn, wait=True)
-        server = Server(ep, runner, int(lock_conn.server_version), cfg.target)
+        server = Server(ep, _LazyRunner(make_runner), int(lock_conn.server_version), cfg.target)
         plans = [plan_database(cfg, cfg.database(name)) for name in data["databases"]]
         housekeep(server, plans, cfg.keep_templates, bool(data["use_cache"]), __version__, on_event or _ignore)
     finally:
@@ -566,15 +591,57 @@ def housekeep_from_payload(payload: str, on_event: EventFn | None = None) -> Non
 
 
 def wait_for_housekeeping(cfg: Config, timeout: float = 120.0) -> None:
-    """Block until no provisioner holds the server-wide lock (used by benchmarks and tests)."""
+    """Block until the background tidy-up of earlier `fresh` runs on this machine has finished
+    and no provisioner holds the server-wide lock (benchmarks and tests use it)."""
     from . import dbops
 
-    conn = connect_admin(cfg)
+    parsed = urllib.parse.urlparse(database_url(cfg, cfg.databases[0].name))
+    ep = _endpoint(cfg, parsed.hostname or cfg.host, parsed.port or cfg.port)
+    deadline = time.monotonic() + timeout
+    path = _housekeeping_pids(ep)
+    try:
+        with open(path) as fh:
+            pids = [int(line) for line in fh if line.strip().isdigit()]
+    except FileNotFoundError:
+        pids = []
+    for pid in pids:
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise NotReady(
+                    f"the background tidy-up (pid {pid}) did not finish within {timeout:g} s",
+                    hint=f"see {housekeeping_log()}",
+                )
+            time.sleep(0.02)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    conn = dbops.connect(ep, application_name="provision wait-for-housekeeping")
     try:
         dbops.acquire_lock(conn, wait=True)
         dbops.release_lock(conn)
     finally:
         conn.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A finished child of this process lingers as a zombie until reaped.
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def connect_admin(cfg: Config) -> Connection:

@@ -26,7 +26,7 @@ from .errors import ProvisionError, VerifyFailed
 from .sqlstream import PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
 
 # Bump when what a build produces changes for the same sources, so old templates are not reused.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, version: str) -> str:
+def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, version: str, tables: int) -> str:
     record = {
         "provision": version,
         "kind": kind,
@@ -135,6 +135,7 @@ def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, ver
         "alembic_revision": plan.database.alembic_revision,
         "sources": [[f.display, f.sha256] for f in plan.files],
         "variables": dict(plan.variables),
+        "tables": tables,
         "built_at": built_at,
         "provisioned_at": _now(),
     }
@@ -183,10 +184,11 @@ def _timed(on_event: EventFn, message: str, database: str | None) -> Iterator[No
 # ---------------------------------------------------------------- building
 
 
-def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _ignore) -> None:
+def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _ignore) -> int:
     """Create `name` and build it from the plan: SQL sources, Alembic stamp, verification.
 
-    On any failure, Ctrl-C included, `name` is dropped again and the error is raised.
+    Returns the number of tables. On any failure, Ctrl-C included, `name` is dropped again
+    and the error is raised.
     """
     with dbops.connection(server.endpoint) as admin:
         dbops.create_database(admin, name)
@@ -209,6 +211,7 @@ def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _
                             stamp_alembic(conn, plan.database.alembic_revision)
                     checkpoint("stamped")
                 verify(conn, plan)
+                return dbops.table_count(conn)
         except BaseException:
             with contextlib.suppress(Exception):
                 dbops.drop_database(admin, name)
@@ -245,54 +248,60 @@ def cleanup_leftovers(
     return dropped
 
 
-def _prepare(
-    server: Server, plan: BuildPlan, use_cache: bool, on_event: EventFn, version: str, template_now: bool = False
-) -> tuple[str, str, str, str]:
-    """Get a complete new copy of the database ready under a private name.
+@dataclass(frozen=True)
+class Prepared:
+    """A complete new copy of a database, under a private staging name, ready to swap in."""
 
-    With `template_now`, a fresh build is also cloned into the cache before it is swapped in
-    (cheaper than building the template again later, when the caller waits for the tidy-up anyway).
+    plan: BuildPlan
+    stage: str
+    action: Literal["built", "cloned", "spare"]
+    content_hash: str
+    built_at: str
+    tables: int
 
-    Returns (name, action, content hash, built_at).
-    """
-    content_hash = plan.content_hash(server.server_version)
+
+def _from_cache(
+    admin: Connection, plan: BuildPlan, content_hash: str, rows: dict[str, dbops.DatabaseRow], on_event: EventFn
+) -> Prepared | None:
+    """Take the spare copy of the cached template, or clone the template; None when there is none."""
     started = time.monotonic()
-    if use_cache:
-        with dbops.connection(server.endpoint) as admin:
-            rows = dbops.list_databases(admin)
-            tpl = template_name(plan.name, content_hash)
-            if tpl in rows and rows[tpl].is_template:
-                built = read_provenance(rows[tpl].comment) or {}
-                built_at = str(built.get("built_at", _now()))
-                spare = spare_name(plan.name, content_hash)
-                if spare in rows:
-                    # Claim it under a staging name, so a crash from here on counts as a leftover.
-                    stage = dbops.derived_name(plan.name, "stage", _token())
-                    dbops.rename_database(admin, spare, stage)
-                    on_event(
-                        Event(
-                            "step", "take the spare copy of the cached template", plan.name, time.monotonic() - started
-                        )
-                    )
-                    return stage, "spare", content_hash, built_at
-                stage = dbops.derived_name(plan.name, "stage", _token())
-                dbops.create_database(admin, stage, template=tpl)
-                on_event(Event("step", "clone the cached template", plan.name, time.monotonic() - started))
-                return stage, "cloned", content_hash, built_at
+    tpl = template_name(plan.name, content_hash)
+    if tpl not in rows or not rows[tpl].is_template:
+        return None
+    record = read_provenance(rows[tpl].comment) or {}
+    built_at = str(record.get("built_at", _now()))
+    tables = int(str(record.get("tables", 0)))
     stage = dbops.derived_name(plan.name, "stage", _token())
-    build_into(server, plan, stage, on_event)
-    if use_cache and template_now:
+    spare = spare_name(plan.name, content_hash)
+    if spare in rows:
+        # Claimed under a staging name, so a crash from here on leaves a leftover, not a stale spare.
+        dbops.rename_database(admin, spare, stage)
+        on_event(Event("step", "take the spare copy of the cached template", plan.name, time.monotonic() - started))
+        return Prepared(plan, stage, "spare", content_hash, built_at, tables)
+    dbops.create_database(admin, stage, template=tpl)
+    on_event(Event("step", "clone the cached template", plan.name, time.monotonic() - started))
+    return Prepared(plan, stage, "cloned", content_hash, built_at, tables)
+
+
+def _build(server: Server, plan: BuildPlan, version: str, on_event: EventFn, template_now: bool) -> Prepared:
+    """Build from the SQL; with `template_now` also clone the result into the cache before it is swapped
+    in (cheaper than building the template again later, when the caller waits for the tidy-up anyway)."""
+    content_hash = plan.content_hash(server.server_version)
+    stage = dbops.derived_name(plan.name, "stage", _token())
+    tables = build_into(server, plan, stage, on_event)
+    if template_now:
         try:
-            ensure_template(server, plan, version, on_event, clone_from=stage)
+            ensure_template(server, plan, version, on_event, clone_from=(stage, tables))
         except BaseException:
             with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
                 dbops.drop_database(admin, stage)
             raise
-    return stage, "built", content_hash, _now()
+    return Prepared(plan, stage, "built", content_hash, _now(), tables)
 
 
 def fresh_databases(
     server: Server,
+    admin: Connection,
     plans: Sequence[BuildPlan],
     use_cache: bool,
     version: str,
@@ -300,69 +309,71 @@ def fresh_databases(
     parallel: bool = True,
     template_now: bool = False,
 ) -> list[DatabaseResult]:
-    """Build every planned database privately, then swap them all into place in one transaction.
+    """Get a new copy of every planned database privately, then swap them all into place in one transaction.
 
-    The caller holds the provisioner lock. If any build fails, nothing is swapped and every
-    staging copy is removed; the databases in place are untouched.
+    `admin` is the caller's connection, which holds the provisioner lock. Cache hits are quick
+    and run on it; builds run in parallel, each on its own connections. If anything fails,
+    nothing is swapped and every staging copy is removed: the databases in place are untouched.
     """
     started = time.monotonic()
-    prepared: list[tuple[str, str, str, str] | None] = [None] * len(plans)
+    prepared: list[Prepared] = []
     errors: list[BaseException] = []
-
-    def work(index: int) -> None:
-        try:
-            prepared[index] = _prepare(server, plans[index], use_cache, on_event, version, template_now)
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
-            errors.append(exc)
-
     try:
-        if parallel and len(plans) > 1:
-            with ThreadPoolExecutor(max_workers=min(2, len(plans)), thread_name_prefix="provision-build") as pool:
-                list(pool.map(work, range(len(plans))))
+        to_build = list(plans)
+        if use_cache:
+            rows = dbops.list_databases(admin)
+            to_build = []
+            for plan in plans:
+                hit = _from_cache(admin, plan, plan.content_hash(server.server_version), rows, on_event)
+                if hit is None:
+                    to_build.append(plan)
+                else:
+                    prepared.append(hit)
+
+        def work(plan: BuildPlan) -> None:
+            try:
+                prepared.append(_build(server, plan, version, on_event, use_cache and template_now))
+            except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+                errors.append(exc)
+
+        if parallel and len(to_build) > 1:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="provision-build") as pool:
+                list(pool.map(work, to_build))
         else:
-            for i in range(len(plans)):
-                work(i)
+            for plan in to_build:
+                work(plan)
                 if errors:
                     break
         if errors:
-            first = next((e for e in errors if isinstance(e, ProvisionError)), errors[0])
-            raise first
-
-        with dbops.connection(server.endpoint) as admin:
-            results = _swap_all(admin, server, plans, prepared, version, on_event)
+            raise next((e for e in errors if isinstance(e, ProvisionError)), errors[0])
+        order = {plan.name: i for i, plan in enumerate(plans)}
+        prepared.sort(key=lambda p: order[p.plan.name])
+        results = _swap_all(admin, prepared, version, on_event)
     except BaseException:
-        with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
+        with contextlib.suppress(Exception):
             for item in prepared:
-                if item is not None:
-                    dbops.drop_database(admin, item[0])
+                dbops.drop_database(admin, item.stage)
         raise
     for result in results:
         result.seconds = time.monotonic() - started
     return results
 
 
-def _swap_all(
-    admin: Connection,
-    server: Server,
-    plans: Sequence[BuildPlan],
-    prepared: Sequence[tuple[str, str, str, str] | None],
-    version: str,
-    on_event: EventFn,
-) -> list[DatabaseResult]:
+def _swap_all(admin: Connection, prepared: Sequence[Prepared], version: str, on_event: EventFn) -> list[DatabaseResult]:
     started = time.monotonic()
-    swaps = []
-    for plan, item in zip(plans, prepared, strict=True):
-        assert item is not None
-        stage, action, content_hash, built_at = item
-        swaps.append((plan, stage, action, content_hash, built_at))
-
     existing = dbops.list_databases(admin)
     olds = {
-        plan.name: dbops.derived_name(plan.name, "old", _token()) if plan.name in existing else None for plan in plans
+        p.plan.name: dbops.derived_name(p.plan.name, "old", _token()) if p.plan.name in existing else None
+        for p in prepared
     }
     batch = [
-        dbops.Swap(plan.name, stage, olds[plan.name], provenance(plan, content_hash, "database", built_at, version))
-        for plan, stage, _action, content_hash, built_at in swaps
+        dbops.Swap(
+            p.plan.name,
+            p.stage,
+            olds[p.plan.name],
+            provenance(p.plan, p.content_hash, "database", p.built_at, version, p.tables),
+        )
+        for p in prepared
     ]
     # A client can reconnect between terminating sessions and the rename; that is
     # ObjectInUse, and worth a few quick retries. Nothing else is retried.
@@ -372,42 +383,43 @@ def _swap_all(
     with dbops.server_errors("swapping the new databases into place"):
         for attempt in retrying:
             with attempt:
-                for plan in plans:
-                    if olds[plan.name]:
-                        dbops.terminate_sessions(admin, plan.name)
+                for p in prepared:
+                    if olds[p.plan.name]:
+                        dbops.terminate_sessions(admin, p.plan.name)
                 checkpoint("before-swap")
                 dbops.swap_in(admin, batch)
                 checkpoint("swapped")
-    on_event(Event("step", f"swap {', '.join(p.name for p in plans)} into place", None, time.monotonic() - started))
-
-    results = []
-    for plan, _stage, action, content_hash, _built_at in swaps:
-        with dbops.connection(server.endpoint, plan.name) as conn:
-            tables = dbops.table_count(conn)
-        results.append(
-            DatabaseResult(
-                name=plan.name,
-                action=action,  # type: ignore[arg-type]
-                seconds=0.0,
-                content_hash=content_hash,
-                tables=tables,
-                alembic_revision=plan.database.alembic_revision,
-                replaced=olds[plan.name] is not None,
-            )
+    on_event(
+        Event("step", f"swap {', '.join(p.plan.name for p in prepared)} into place", None, time.monotonic() - started)
+    )
+    return [
+        DatabaseResult(
+            name=p.plan.name,
+            action=p.action,
+            seconds=0.0,
+            content_hash=p.content_hash,
+            tables=p.tables,
+            alembic_revision=p.plan.database.alembic_revision,
+            replaced=olds[p.plan.name] is not None,
         )
-    return results
+        for p in prepared
+    ]
 
 
 # ---------------------------------------------------------------- templates and housekeeping
 
 
 def ensure_template(
-    server: Server, plan: BuildPlan, version: str, on_event: EventFn = _ignore, clone_from: str | None = None
+    server: Server,
+    plan: BuildPlan,
+    version: str,
+    on_event: EventFn = _ignore,
+    clone_from: tuple[str, int] | None = None,
 ) -> str:
     """Make sure the template for the plan's current content exists; build it if not. Call under the lock.
 
-    `clone_from` names a database just built from the same plan that nobody else can reach
-    (a staging copy): cloning it is cheaper than building again.
+    `clone_from` is (name, table count) of a database just built from the same plan that nobody
+    else can reach (a staging copy): cloning it is cheaper than building again.
     """
     content_hash = plan.content_hash(server.server_version)
     tpl = template_name(plan.name, content_hash)
@@ -418,17 +430,17 @@ def ensure_template(
         if row is not None:
             dbops.drop_database(admin, tpl)
     stage = dbops.derived_name(plan.name, "stage", _token())
-    with _timed(
-        on_event, "clone the new copy as the cached template" if clone_from else "build the cached template", plan.name
-    ):
+    message = "clone the new copy as the cached template" if clone_from else "build the cached template"
+    with _timed(on_event, message, plan.name):
         if clone_from:
             with dbops.connection(server.endpoint) as admin:
-                dbops.create_database(admin, stage, template=clone_from)
+                dbops.create_database(admin, stage, template=clone_from[0])
+            tables = clone_from[1]
         else:
-            build_into(server, plan, stage, on_event)
+            tables = build_into(server, plan, stage, on_event)
         try:
             with dbops.connection(server.endpoint) as admin:
-                comment = provenance(plan, content_hash, "template", _now(), version)
+                comment = provenance(plan, content_hash, "template", _now(), version, tables)
                 with dbops.server_errors(f"marking the template of {plan.name}"):
                     dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
         except BaseException:

@@ -120,7 +120,7 @@ def test_content_hash_ignores_where_the_files_are(tmp_path: Path) -> None:
 def test_provenance_round_trip(project: Config) -> None:
     plan = plan_database(project, project.databases[0])
     content_hash = plan.content_hash(PG17_2)
-    comment = provenance(plan, content_hash, "database", "2024-01-02T03:04:05+00:00", "9.9.9")
+    comment = provenance(plan, content_hash, "database", "2024-01-02T03:04:05+00:00", "9.9.9", 16)
     record = read_provenance(comment)
     assert record is not None
     assert record["hash"] == content_hash
@@ -129,6 +129,7 @@ def test_provenance_round_trip(project: Config) -> None:
     assert record["provision"] == "9.9.9"
     assert record["alembic_revision"] == "0001"
     assert record["built_at"] == "2024-01-02T03:04:05+00:00"
+    assert record["tables"] == 16
     assert record["sources"] == [[f.display, f.sha256] for f in plan.files]
     assert len(comment) < 8000  # a COMMENT fits easily
 

@@ -1,0 +1,842 @@
+"""Benchmark `provision fresh` against hand-typed baselines; it DESTROYS and recreates chatbi-postgres and its volume.
+
+Run: `scripts/dev bench` (or `.venv/bin/python bench/run.py`); `--help` lists the options.
+
+Every scenario times `provision` (a subprocess, wall clock of the whole process) and a
+baseline (the docker CLI, as a person would type it) in the same process run, alternating
+which goes first in each iteration, and reports the median and min-max of both and the
+median of the paired ratios (provision / baseline, within one iteration). Before every timed
+run of either kind, provision's detached housekeeping from the run before has finished, so
+neither side pays for the other's leftover work; that deferred tidy-up is timed and reported
+on its own (from provision's exit until the housekeeping process is gone and the lock is free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+
+from provision import api, dbops
+from provision.config import Config, load_config
+from provision.errors import ProvisionError
+from provision.pipeline import plan_database, spare_name, template_name
+
+REPO = Path(__file__).resolve().parent.parent
+CONTAINER = "chatbi-postgres"
+VOLUME = "chatbi-pgdata"
+IMAGE = "postgres:17"
+USER = "chatbi"
+PASSWORD = "chatbi"
+HOST = "127.0.0.1"
+PORT = 5432
+BASELINE_CONTAINER = "provision-bench-baseline"
+BASELINE_VOLUME = "provision-bench-baseline-pgdata"
+BASELINE_LABEL = "provision.bench=baseline"
+CHATBI_SQL = REPO / "sql" / "chatbi" / "init_app_tables.sql"
+DEMO_SQL = REPO / "sql" / "chatbi_demo" / "demo_data.sql"
+ALEMBIC_REVISION = "0001_initial_schema"
+# The seed's last command inserts the version; the bootstrap file does not create the table
+# (provision stamps it), so the same single psql call creates it first, as Alembic would.
+ALEMBIC_SQL = (
+    "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
+    f"INSERT INTO alembic_version (version_num) VALUES ('{ALEMBIC_REVISION}') ON CONFLICT DO NOTHING;"
+)
+STREAM_DB = "bench_stream"
+STREAM_BASELINE_DB = "bench_stream_baseline"
+SCENARIOS = ("help", "warm", "changed", "stream", "cold")
+TARGETS = {"warm": 0.25, "warm-sync": 0.25, "changed": 0.8, "cold": 1.0, "stream": 1.1, "help": 2.0}
+STREAM_RSS_TARGET_MIB = 64.0
+HOUSEKEEPING_TIMEOUT = 300.0
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which and why."""
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One measured comparison: provision against its baseline, paired by iteration."""
+
+    key: str
+    title: str
+    provision_command: str
+    baseline_command: str
+    target: float
+    provision: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    first: list[str] = field(default_factory=list)
+    housekeeping: list[float] = field(default_factory=list)
+    provision_rss_mib: list[float] = field(default_factory=list)
+    baseline_rss_mib: list[float] = field(default_factory=list)
+    rss_target_mib: float | None = None
+    disturbed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, provision: float, baseline: float, first: str) -> None:
+        self.provision.append(provision)
+        self.baseline.append(baseline)
+        self.ratios.append(provision / baseline)
+        self.first.append(first)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.target and self.rss_met is not False
+
+    @property
+    def rss_met(self) -> bool | None:
+        """None when there is no RSS target; False also when the RSS could not be measured."""
+        if self.rss_target_mib is None:
+            return None
+        return bool(self.provision_rss_mib) and max(self.provision_rss_mib) <= self.rss_target_mib
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float
+    max_rss_kib: int | None
+    stderr: str
+
+    @property
+    def rss_mib(self) -> list[float]:
+        return [] if self.max_rss_kib is None else [self.max_rss_kib / 1024]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_range(values: Sequence[float]) -> str:
+    low, high = min(values), max(values)
+    if high < 1:
+        return f"{low * 1000:.0f}–{high * 1000:.0f} ms"
+    return f"{low:.2f}–{high:.2f} s"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def progress(message: str) -> None:
+    print(f"  · {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Bench:
+    """Holds the environment every child process runs in, and the helpers that time them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        # provision reads PROVISION_* and ./provision.yaml; the benchmark measures the defaults.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
+        self.python = sys.executable
+        provision = Path(sys.executable).parent / "provision"
+        found = str(provision) if provision.exists() else shutil.which("provision")
+        docker = shutil.which("docker")
+        if found is None:
+            raise BenchError("the `provision` command is not installed next to this interpreter; run scripts/dev setup")
+        if docker is None:
+            raise BenchError("the docker CLI is not on PATH; the baselines need it")
+        self.provision = found
+        self.docker = docker
+        self.default_cfg = load_config(None, env=self.env, cwd=workdir)
+
+    def run(
+        self, argv: Sequence[str], *, stdin: Path | None = None, sql_errors: bool = False, rss: bool = False
+    ) -> Timed:
+        """Run argv to completion and return its wall clock and stderr; raise BenchError on failure.
+
+        sql_errors: psql without ON_ERROR_STOP exits 0 after a failed statement, so `ERROR:` counts as failure.
+        rss: also measure the process's peak RSS under GNU time (`/usr/bin/time -f %M`). Not with wait4 from
+        here: a child forked from this process inherits its RSS high-water mark across exec.
+        """
+        timer = shutil.which("time", path="/usr/bin:/bin") if rss else None
+        with (
+            tempfile.TemporaryFile() as err,
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file,
+            open(stdin or os.devnull, "rb") as feed,
+        ):
+            full = [timer, "-f", "%M", "-o", rss_file.name, *argv] if timer else list(argv)
+            started = time.perf_counter()
+            proc = subprocess.run(
+                full, stdin=feed, stdout=subprocess.DEVNULL, stderr=err, cwd=self.workdir, env=self.env
+            )
+            seconds = time.perf_counter() - started
+            err.seek(0)
+            text = err.read().decode("utf-8", "replace")
+            report = rss_file.read().strip().splitlines() if timer else []
+        if proc.returncode != 0 or (sql_errors and "ERROR:" in text):
+            shown = " ".join(argv)
+            raise BenchError(f"`{shown}` failed (exit code {proc.returncode}):\n{text.strip()[-2000:]}")
+        peak = int(report[-1]) if report and report[-1].isdigit() else None
+        return Timed(seconds, peak, text)
+
+    def provision_cmd(self, *args: str, config: Path | None = None) -> list[str]:
+        return [self.provision, *(["-c", str(config)] if config else []), *args]
+
+    def psql(self, container: str, database: str, command: str) -> list[str]:
+        return [self.docker, "exec", container, "psql", "-U", USER, "-d", database, "-c", command]
+
+    def hand_typed(self, container: str, bootstrap: Path) -> float:
+        """The six commands from the project's migration guide, typed one after another."""
+        steps: list[tuple[list[str], Path | None]] = [
+            (self.psql(container, "postgres", "DROP DATABASE IF EXISTS chatbi;"), None),
+            (self.psql(container, "postgres", "CREATE DATABASE chatbi;"), None),
+            (self.psql(container, "postgres", "DROP DATABASE IF EXISTS chatbi_demo;"), None),
+            (self.psql(container, "postgres", "CREATE DATABASE chatbi_demo;"), None),
+            ([self.docker, "exec", "-i", container, "psql", "-U", USER, "-d", "chatbi"], bootstrap),
+            (self.psql(container, "chatbi", ALEMBIC_SQL), None),
+        ]
+        started = time.perf_counter()
+        for argv, stdin in steps:
+            self.run(argv, stdin=stdin, sql_errors=True)
+        return time.perf_counter() - started
+
+    # ------------------------------------------------------------ housekeeping
+
+    def settle(self, cfg: Config | None = None) -> float:
+        """Wait until provision's detached housekeeping is done; returns how long that took.
+
+        `api.wait_for_housekeeping` alone is not enough: `fresh` releases the lock before it
+        spawns the housekeeping process, which takes the lock only after its own start-up, so
+        right after `fresh` exits the lock is usually free although the work has not begun.
+        So first wait for the housekeeping processes themselves (they exist by the time
+        `fresh` exits), then for the lock.
+        """
+        started = time.perf_counter()
+        deadline = started + HOUSEKEEPING_TIMEOUT
+        while housekeeping_pids(self.workdir):
+            if time.perf_counter() > deadline:
+                raise BenchError(f"provision housekeeping still running after {HOUSEKEEPING_TIMEOUT:.0f} s")
+            time.sleep(0.01)
+        try:
+            api.wait_for_housekeeping(cfg or self.default_cfg, timeout=HOUSEKEEPING_TIMEOUT)
+        except ProvisionError:
+            pass  # no server listening (cold scenario): nothing can hold its lock
+        return time.perf_counter() - started
+
+    def timed_provision(self, row: Row, argv: Sequence[str], cfg: Config | None = None) -> float:
+        """Run provision with nothing of provision's running, then time its deferred tidy-up."""
+        self.settle(cfg)
+        result = self.run(argv, rss=True)
+        row.housekeeping.append(self.settle(cfg))
+        row.provision_rss_mib.extend(result.rss_mib)
+        if "waiting for" in result.stderr:
+            row.disturbed += 1
+        return result.seconds
+
+    def restore(self) -> None:
+        """Leave chatbi-postgres as `provision fresh --yes --sync-cleanup` makes it."""
+        self.run(self.provision_cmd("fresh", "--yes", "-q", "--sync-cleanup"))
+
+
+def housekeeping_pids(cwd: Path) -> set[int]:
+    """Our processes running `python -m provision _housekeep` (the detached half of `fresh`).
+
+    Ours are told apart from other provisioners' on this machine by their working directory,
+    which they inherit from the `provision` process this benchmark started.
+    """
+    pids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "cmdline"), "rb") as fh:
+                cmdline = fh.read()
+            if b"-m\x00provision\x00_housekeep" in cmdline and os.readlink(os.path.join(entry.path, "cwd")) == str(cwd):
+                pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def inspect_container(bench: Bench, name: str) -> dict[str, object] | None:
+    proc = subprocess.run(
+        [bench.docker, "container", "inspect", name], capture_output=True, text=True, env=bench.env, check=False
+    )
+    if proc.returncode != 0:
+        if "No such" in proc.stderr or "no such" in proc.stderr:
+            return None
+        raise BenchError(f"cannot inspect container {name}: {proc.stderr.strip()}")
+    data = json.loads(proc.stdout)
+    return data[0] if data and isinstance(data[0], dict) else None
+
+
+def container_labels(info: dict[str, object]) -> dict[str, str]:
+    config = info.get("Config")
+    labels = config.get("Labels") if isinstance(config, dict) else None
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def remove_baseline(bench: Bench) -> None:
+    """Remove the baseline container and its volume (both named by and labelled for this benchmark)."""
+    if inspect_container(bench, BASELINE_CONTAINER) is not None:
+        bench.run([bench.docker, "rm", "-f", "-v", BASELINE_CONTAINER])
+    probe = subprocess.run(
+        [bench.docker, "volume", "inspect", BASELINE_VOLUME], capture_output=True, env=bench.env, check=False
+    )
+    if probe.returncode == 0:
+        bench.run([bench.docker, "volume", "rm", BASELINE_VOLUME])
+
+
+def remove_provisioned(bench: Bench) -> None:
+    bench.settle()
+    bench.run(bench.provision_cmd("down", "--volumes", "--yes"))
+
+
+@contextmanager
+def admin() -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, dbname="postgres", connect_timeout=5)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def drop_databases(bench: Bench, names: Callable[[list[str]], list[str]]) -> list[str]:
+    """Drop the databases `names` picks from the server's list, under provision's lock."""
+    bench.settle()
+    ep = dbops.Endpoint(HOST, PORT, USER, PASSWORD)
+    conn = dbops.connect(ep, application_name="provision bench")
+    try:
+        dbops.acquire_lock(conn, wait=True)
+        chosen = names(sorted(dbops.list_databases(conn)))
+        for name in chosen:
+            dbops.drop_database(conn, name)
+        dbops.release_lock(conn)
+    finally:
+        conn.close()
+    return chosen
+
+
+def checkpoint(bench: Bench) -> None:
+    with admin() as conn, conn.cursor() as cur:
+        cur.execute("CHECKPOINT")
+
+
+def pairs(iterations: int) -> Iterator[tuple[int, bool]]:
+    """(iteration, provision goes first): alternating, starting with provision."""
+    for i in range(iterations):
+        yield i, i % 2 == 0
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def scenario_help(bench: Bench, iterations: int) -> list[Row]:
+    row = Row("help", "`provision --help` vs bare interpreter start", "provision --help", "python -c pass", 2.0)
+    prov = [bench.provision, "--help"]
+    base = [bench.python, "-c", "pass"]
+    bench.run(prov)
+    bench.run(base)
+    for i, prov_first in pairs(iterations):
+        progress(f"help {i + 1}/{iterations}")
+        if prov_first:
+            p = bench.run(prov)
+            b = bench.run(base)
+        else:
+            b = bench.run(base)
+            p = bench.run(prov)
+        row.add(p.seconds, b.seconds, "provision" if prov_first else "baseline")
+    return [row]
+
+
+def scenario_warm(bench: Bench, iterations: int) -> list[Row]:
+    """Warm container, unchanged SQL: the spare copy is swapped in; background and --sync-cleanup."""
+    background = Row(
+        "warm",
+        "warm fresh, SQL unchanged (cleanup: background)",
+        "provision fresh --yes -q",
+        "hand-typed six commands",
+        TARGETS["warm"],
+    )
+    sync = Row(
+        "warm-sync",
+        "warm fresh, SQL unchanged, --sync-cleanup",
+        "provision fresh --yes -q --sync-cleanup",
+        "hand-typed six commands",
+        TARGETS["warm-sync"],
+    )
+    progress("warm: warming up (one untimed run of each)")
+    bench.restore()
+    bench.hand_typed(CONTAINER, CHATBI_SQL)
+    bench.settle()
+    for row, extra in ((background, ()), (sync, ("--sync-cleanup",))):
+        argv = bench.provision_cmd("fresh", "--yes", "-q", *extra)
+        for i, prov_first in pairs(iterations):
+            progress(f"{row.key} {i + 1}/{iterations}")
+            if prov_first:
+                p = bench.timed_provision(row, argv)
+                bench.settle()
+                b = bench.hand_typed(CONTAINER, CHATBI_SQL)
+            else:
+                bench.settle()
+                b = bench.hand_typed(CONTAINER, CHATBI_SQL)
+                p = bench.timed_provision(row, argv)
+            row.add(p, b, "provision" if prov_first else "baseline")
+    for row in (background, sync):
+        row.notes.append("the hand-typed sequence leaves chatbi_demo empty (it never loads demo_data.sql)")
+    sync.notes.append("with --sync-cleanup the old copy is dropped and the next spare cloned before exit")
+    return [background, sync]
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def scenario_changed(bench: Bench, iterations: int) -> list[Row]:
+    """Warm container, chatbi's SQL changed before every run (a unique comment line)."""
+    row = Row(
+        "changed",
+        "warm fresh, SQL changed",
+        "provision -c changed.yaml fresh --yes -q",
+        "hand-typed six commands",
+        TARGETS["changed"],
+    )
+    folder = bench.workdir / "changed"
+    folder.mkdir()
+    chatbi_sql = folder / "init_app_tables.sql"
+    demo_sql = folder / "demo_data.sql"
+    shutil.copyfile(CHATBI_SQL, chatbi_sql)
+    shutil.copyfile(DEMO_SQL, demo_sql)
+    tables = ", ".join(["datasources", "chat_sessions", "app_users", "mdl_projects", "sql_corrections"])
+    config = write_config(
+        folder / "changed.yaml",
+        f"container: {CONTAINER}\n"
+        "databases:\n"
+        "  chatbi:\n"
+        f"    sql: {chatbi_sql.name}\n"
+        f"    alembic_revision: {ALEMBIC_REVISION}\n"
+        f"    tables: [{tables}]\n"
+        "  chatbi_demo:\n"
+        f"    sql: {demo_sql.name}\n"
+        "    demo: true\n"
+        "    tables: [categories, products, customers, orders, order_items]\n",
+    )
+    cfg = load_config(config, env=bench.env, cwd=bench.workdir)
+    argv = bench.provision_cmd("fresh", "--yes", "-q", config=config)
+    token = uuid.uuid4().hex[:12]
+    created: set[str] = set()
+    with admin() as conn:
+        server_version = int(conn.server_version)
+
+    def change(n: int) -> None:
+        with chatbi_sql.open("a", encoding="utf-8") as fh:
+            fh.write(f"-- bench run {token} {n}\n")
+        content_hash = plan_database(cfg, cfg.database("chatbi")).content_hash(server_version)
+        created.update({template_name("chatbi", content_hash), spare_name("chatbi", content_hash)})
+
+    try:
+        progress("changed: warming up (one untimed run of each)")
+        change(0)
+        bench.run(argv)
+        bench.settle(cfg)
+        bench.hand_typed(CONTAINER, chatbi_sql)
+        for i, prov_first in pairs(iterations):
+            progress(f"changed {i + 1}/{iterations}")
+            change(i + 1)
+            if prov_first:
+                p = bench.timed_provision(row, argv, cfg)
+                bench.settle(cfg)
+                b = bench.hand_typed(CONTAINER, chatbi_sql)
+            else:
+                bench.settle(cfg)
+                b = bench.hand_typed(CONTAINER, chatbi_sql)
+                p = bench.timed_provision(row, argv, cfg)
+            row.add(p, b, "provision" if prov_first else "baseline")
+    finally:
+        drop_databases(bench, lambda names: [n for n in names if n in created])
+    row.notes.append("only chatbi's SQL changes; chatbi_demo's hash is unchanged, so its spare copy is swapped in")
+    row.notes.append("the background tidy-up builds the new template from the SQL again and clones the next spare")
+    return [row]
+
+
+def generate_stream_sql(path: Path, mib: int) -> int:
+    """A pg_dump-style file: one table, one COPY block of about `mib` MiB of rows."""
+    target = mib * 1024 * 1024
+    note = "the quick brown fox jumps over the lazy dog; " * 2
+    written = 0
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        header = (
+            "-- generated by bench/run.py\n"
+            "CREATE TABLE bench_rows (id bigint PRIMARY KEY, customer text NOT NULL, "
+            "amount numeric(12,2) NOT NULL, created date NOT NULL, note text);\n"
+            "COPY bench_rows (id, customer, amount, created, note) FROM stdin;\n"
+        )
+        fh.write(header)
+        written += len(header)
+        i = 0
+        while written < target:
+            batch = []
+            for j in range(i, i + 10000):
+                batch.append(
+                    f"{j}\tcustomer_{j % 99991}\t{(j * 7919) % 1000000 / 100:.2f}\t"
+                    f"2024-{j % 12 + 1:02d}-{j % 28 + 1:02d}\t{note[: 40 + j % 50]}\n"
+                )
+            chunk = "".join(batch)
+            fh.write(chunk)
+            written += len(chunk)
+            i += 10000
+        fh.write("\\.\n")
+    return path.stat().st_size
+
+
+def scenario_stream(bench: Bench, iterations: int, mib: int) -> list[Row]:
+    row = Row(
+        "stream",
+        f"{mib} MB SQL file streamed into a fresh database",
+        "provision -c stream.yaml fresh --yes -q --no-cache",
+        "docker exec -i chatbi-postgres psql -U chatbi -d DB < file",
+        TARGETS["stream"],
+        rss_target_mib=STREAM_RSS_TARGET_MIB,
+    )
+    folder = bench.workdir / "stream"
+    folder.mkdir()
+    source = folder / "stream.sql"
+    progress(f"stream: generating {mib} MiB of SQL")
+    size = generate_stream_sql(source, mib)
+    row.notes.append(f"source: {size / 1e6:.0f} MB, one CREATE TABLE and one COPY block of {size // 1_000_000} MB")
+    config = write_config(
+        folder / "stream.yaml",
+        f"container: {CONTAINER}\ndatabases:\n  {STREAM_DB}:\n    sql: {source.name}\n    tables: [bench_rows]\n",
+    )
+    cfg = load_config(config, env=bench.env, cwd=bench.workdir)
+    argv = bench.provision_cmd("fresh", "--yes", "-q", "--no-cache", config=config)
+    baseline = [bench.docker, "exec", "-i", CONTAINER, "psql", "-U", USER, "-d", STREAM_BASELINE_DB]
+    bench.restore()
+
+    def run_baseline() -> float:
+        bench.run(bench.psql(CONTAINER, "postgres", f"DROP DATABASE IF EXISTS {STREAM_BASELINE_DB};"))
+        bench.run(bench.psql(CONTAINER, "postgres", f"CREATE DATABASE {STREAM_BASELINE_DB};"))
+        bench.settle(cfg)
+        checkpoint(bench)
+        result = bench.run(baseline, stdin=source, sql_errors=True, rss=True)
+        row.baseline_rss_mib.extend(result.rss_mib)
+        bench.run(bench.psql(CONTAINER, "postgres", f"DROP DATABASE {STREAM_BASELINE_DB};"))
+        return result.seconds
+
+    def run_provision() -> float:
+        bench.settle(cfg)
+        checkpoint(bench)
+        return bench.timed_provision(row, argv, cfg)
+
+    try:
+        for i, prov_first in pairs(iterations):
+            progress(f"stream {i + 1}/{iterations}")
+            if prov_first:
+                p = run_provision()
+                b = run_baseline()
+            else:
+                b = run_baseline()
+                p = run_provision()
+            row.add(p, b, "provision" if prov_first else "baseline")
+    finally:
+        prefix = f"{STREAM_DB}__"
+        drop_databases(
+            bench, lambda names: [n for n in names if n in (STREAM_DB, STREAM_BASELINE_DB) or n.startswith(prefix)]
+        )
+        source.unlink(missing_ok=True)
+    row.notes.append("provision runs it in one transaction (--single-transaction); the baseline in autocommit")
+    row.notes.append("a CHECKPOINT precedes every timed run, so neither side flushes the other's writes")
+    return [row]
+
+
+def wait_for_login(deadline: float) -> None:
+    """The baseline's readiness check: a TCP login with the real password, every 50 ms."""
+    while True:
+        try:
+            conn = psycopg2.connect(
+                host=HOST, port=PORT, user=USER, password=PASSWORD, dbname="postgres", connect_timeout=2
+            )
+        except psycopg2.OperationalError as exc:
+            if time.perf_counter() > deadline:
+                raise BenchError(f"the baseline server never accepted a login: {exc}") from exc
+            time.sleep(0.05)
+            continue
+        conn.close()
+        return
+
+
+def scenario_cold(bench: Bench, iterations: int) -> list[Row]:
+    row = Row(
+        "cold",
+        "cold fresh (no container, no volume)",
+        "provision fresh --yes -q",
+        "docker run -d + 50 ms login poll + hand-typed six commands",
+        TARGETS["cold"],
+    )
+    docker_run = [
+        bench.docker,
+        "run",
+        "-d",
+        "--name",
+        BASELINE_CONTAINER,
+        "--label",
+        BASELINE_LABEL,
+        "-e",
+        f"POSTGRES_USER={USER}",
+        "-e",
+        f"POSTGRES_PASSWORD={PASSWORD}",
+        "-p",
+        f"{HOST}:{PORT}:5432",
+        "-v",
+        f"{BASELINE_VOLUME}:/var/lib/postgresql/data",
+        IMAGE,
+    ]
+    argv = bench.provision_cmd("fresh", "--yes", "-q")
+
+    def run_baseline() -> float:
+        remove_provisioned(bench)
+        remove_baseline(bench)
+        started = time.perf_counter()
+        bench.run(docker_run)
+        wait_for_login(started + 120)
+        bench.hand_typed(BASELINE_CONTAINER, CHATBI_SQL)
+        seconds = time.perf_counter() - started
+        remove_baseline(bench)
+        return seconds
+
+    def run_provision() -> float:
+        remove_baseline(bench)
+        remove_provisioned(bench)
+        return bench.timed_provision(row, argv)
+
+    try:
+        for i, prov_first in pairs(iterations):
+            progress(f"cold {i + 1}/{iterations}")
+            if prov_first:
+                p = run_provision()
+                b = run_baseline()
+            else:
+                b = run_baseline()
+                p = run_provision()
+            row.add(p, b, "provision" if prov_first else "baseline")
+    finally:
+        remove_baseline(bench)
+    row.notes.append("provision also generates chatbi_demo's data; the baseline leaves chatbi_demo empty")
+    row.notes.append("the background tidy-up then builds both templates from the SQL again and clones the spares")
+    return [row]
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def print_row(row: Row) -> None:
+    iterations = len(row.ratios)
+    say(f"\n== {row.key}: {row.title} ({iterations} iterations, order alternating) ==")
+    width = max(len(row.provision_command), len(row.baseline_command), 30)
+    say(f"  {'':<{width}}  {'median':>9}  {'min–max':>17}")
+    for command, values in ((row.provision_command, row.provision), (row.baseline_command, row.baseline)):
+        say(f"  {command:<{width}}  {fmt_s(statistics.median(values)):>9}  {fmt_range(values):>17}")
+    verdict = "met" if row.ratio <= row.target else "MISSED"
+    say(
+        f"  paired ratio provision/baseline: median {row.ratio:.2f}×  (min–max {min(row.ratios):.2f}–"
+        f"{max(row.ratios):.2f}×)  target ≤ {row.target:g}×  {verdict}"
+    )
+    if row.housekeeping and row.key != "help":
+        say(
+            f"  deferred tidy-up after provision exits: median {fmt_s(statistics.median(row.housekeeping))}  "
+            f"(min–max {fmt_range(row.housekeeping)})"
+        )
+    if row.provision_rss_mib:
+        line = f"  peak RSS of the provision process: max {max(row.provision_rss_mib):.1f} MiB"
+        if row.rss_target_mib is not None:
+            line += f"  target ≤ {row.rss_target_mib:g} MiB  {'met' if row.rss_met else 'MISSED'}"
+        if row.baseline_rss_mib:
+            line += f"  (docker CLI: max {max(row.baseline_rss_mib):.1f} MiB)"
+        say(line)
+    elif row.key != "help":
+        say("  peak RSS not measured: GNU time is missing (apt-get install -y time)")
+    if row.disturbed:
+        say(f"  WARNING: {row.disturbed} provision run(s) had to wait for the provisioner lock")
+    say("  ratios by iteration: " + "  ".join(f"{r:.2f}({f[0]})" for r, f in zip(row.ratios, row.first, strict=True)))
+    for note in row.notes:
+        say(f"  note: {note}")
+
+
+def print_summary(rows: Sequence[Row], total: float) -> None:
+    say("\n== summary (medians; ratio = median of paired provision/baseline ratios) ==")
+    header = (
+        f"  {'scenario':<11} {'provision':>10} {'baseline':>10} {'ratio':>7} {'target':>8}  {'tidy-up':>9}  verdict"
+    )
+    say(header)
+    say("  " + "-" * (len(header) - 2))
+    for row in rows:
+        tidy = fmt_s(statistics.median(row.housekeeping)) if row.housekeeping and row.key != "help" else "-"
+        say(
+            f"  {row.key:<11} {fmt_s(statistics.median(row.provision)):>10} "
+            f"{fmt_s(statistics.median(row.baseline)):>10} {row.ratio:>6.2f}× {'≤ ' + format(row.target, 'g') + '×':>8}"
+            f"  {tidy:>9}  {'met' if row.ratio <= row.target else 'MISSED'}"
+        )
+        if row.rss_target_mib is not None:
+            peak = f"{max(row.provision_rss_mib):.1f} MiB" if row.provision_rss_mib else "n/a"
+            rss_target = f"≤ {row.rss_target_mib:g} MiB"
+            say(
+                f"  {row.key + ' RSS':<11} {peak:>10} {'':>10} {'':>7} {rss_target:>8}"
+                f"  {'':>9}  {'met' if row.rss_met else 'MISSED'}"
+            )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    say(f"\ntotal benchmark time: {total:.0f} s; load average now {load} (1, 5, 15 min)")
+
+
+def environment(bench: Bench) -> dict[str, str]:
+    server = subprocess.run(
+        [bench.docker, "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"],
+        capture_output=True,
+        text=True,
+        env=bench.env,
+        check=False,
+    ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": str(os.cpu_count()),
+        "docker_engine": server,
+        "image": IMAGE,
+        "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=(
+            "Benchmark `provision fresh` side by side with hand-typed baselines (see issue 5). "
+            f"WARNING: this DESTROYS and recreates the {CONTAINER} container and its {VOLUME} volume "
+            "(all data in it); it refuses to touch a container of that name that provision did not create. "
+            "It ends by leaving the state `provision fresh --yes --sync-cleanup` makes."
+        ),
+    )
+    parser.add_argument("--iterations", type=int, default=7, metavar="N", help="iterations of warm and changed (7)")
+    parser.add_argument("--cold-iterations", type=int, default=5, metavar="N", help="iterations of cold (5)")
+    parser.add_argument("--stream-iterations", type=int, default=3, metavar="N", help="iterations of stream (3)")
+    parser.add_argument("--help-iterations", type=int, default=20, metavar="N", help="iterations of help (20)")
+    parser.add_argument("--stream-mib", type=int, default=200, metavar="MIB", help="size of the stream file (200)")
+    parser.add_argument(
+        "--only",
+        metavar="SCENARIO[,SCENARIO]",
+        help=f"run only these scenarios, of: {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results, with every sample, as JSON")
+    args = parser.parse_args(argv)
+    chosen = SCENARIOS if not args.only else tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown or not chosen:
+        parser.error(f"unknown scenario(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SCENARIOS)}")
+    for name in ("iterations", "cold_iterations", "stream_iterations", "help_iterations", "stream_mib"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    args.scenarios = [s for s in SCENARIOS if s in chosen]
+    return args
+
+
+def preflight(bench: Bench) -> None:
+    """Refuse to destroy containers this benchmark (or provision) did not create."""
+    info = inspect_container(bench, CONTAINER)
+    if info is not None and container_labels(info).get("provision.managed") != "true":
+        raise Refusal(
+            f"a container named {CONTAINER} exists and was not created by provision "
+            "(no label provision.managed=true); this benchmark would destroy it. Remove or rename it first."
+        )
+    info = inspect_container(bench, BASELINE_CONTAINER)
+    if info is not None and container_labels(info).get("provision.bench") != "baseline":
+        raise Refusal(f"a container named {BASELINE_CONTAINER} exists and was not created by this benchmark")
+
+
+class Refusal(Exception):
+    """The benchmark will not run here (exit code 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="provision-bench-"))
+    rows: list[Row] = []
+    code = 0
+    try:
+        bench = Bench(workdir)
+        preflight(bench)
+        env = environment(bench)
+        say(f"provision benchmark: {', '.join(args.scenarios)}")
+        say(
+            f"python {env['python']} on {env['machine']} with {env['cpus']} CPUs, "
+            f"docker engine {env['docker_engine']}, image {IMAGE}, load average {env['load_average_at_start']}"
+        )
+        runners: dict[str, Callable[[], list[Row]]] = {
+            "help": lambda: scenario_help(bench, args.help_iterations),
+            "warm": lambda: scenario_warm(bench, args.iterations),
+            "changed": lambda: scenario_changed(bench, args.iterations),
+            "stream": lambda: scenario_stream(bench, args.stream_iterations, args.stream_mib),
+            "cold": lambda: scenario_cold(bench, args.cold_iterations),
+        }
+        try:
+            for name in args.scenarios:
+                progress(f"scenario {name}")
+                for row in runners[name]():
+                    rows.append(row)
+                    print_row(row)
+        finally:
+            if any(s != "help" for s in args.scenarios):
+                progress("restoring chatbi-postgres: provision fresh --yes --sync-cleanup")
+                bench.settle()
+                bench.restore()
+        total = time.perf_counter() - started
+        print_summary(rows, total)
+        if args.json:
+            payload = {
+                "environment": env,
+                "total_seconds": total,
+                "rows": [asdict(row) | {"ratio_median": row.ratio, "met": row.met} for row in rows],
+            }
+            Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+            say(f"results written to {args.json}")
+    except Refusal as exc:
+        print(f"bench: refusing to run: {exc}", file=sys.stderr)
+        code = 2
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        code = 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
