@@ -177,10 +177,13 @@ def status(obj: Context, as_json: bool) -> None:
         )
         click.echo(
             f"{db.name:<14} {(db.size_bytes or 0) / 1e6:.1f} MB  {db.tables} tables  alembic {alembic}  "
-            f"built {db.built_at or '-'}  {state}"
+            f"hash {(db.content_hash or '-')[:12]}  built {db.built_at or '-'}  {state}"
         )
     for tpl in result.templates:
-        click.echo(f"template   {tpl.name}  built {tpl.built_at or '-'}{'  (current)' if tpl.current else ''}")
+        click.echo(
+            f"template   {tpl.name}  hash {(tpl.content_hash or '-')[:12]}  built {tpl.built_at or '-'}"
+            f"{'  (current)' if tpl.current else ''}"
+        )
 
 
 @cli.command()
