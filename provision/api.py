@@ -208,16 +208,25 @@ def _ensure_container(
     return info, "recreated" if recreate else "created"
 
 
-def _container_check(engine: DockerEngine, name: str) -> Callable[[], None]:
-    initial: list[int] = []
+class _ContainerProbe:
+    """What readiness needs from the container on every poll: fail at once if it exited or
+    restart-loops, and the host port as it is now (a restart on `port: 0` gets a new one)."""
 
-    def check() -> None:
-        info = engine.find(name)
+    def __init__(self, engine: DockerEngine, cfg: Config, host: str) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.host = host
+        self.initial_restarts: int | None = None
+        self.port: int | None = None
+
+    def check(self) -> None:
+        name = self.cfg.container
+        info = self.engine.find(name)
         if info is None:
             raise NotReady(f"container {name} disappeared while waiting for it", hint="run `provision up` again")
-        if not initial:
-            initial.append(info.restart_count)
-        if info.status in ("exited", "dead") or info.status == "restarting" or info.restart_count > initial[0]:
+        if self.initial_restarts is None:
+            self.initial_restarts = info.restart_count
+        if info.status in ("exited", "dead", "restarting") or info.restart_count > self.initial_restarts:
             what = (
                 f"exited with code {info.exit_code}" + (" (killed: out of memory)" if info.oom_killed else "")
                 if info.status in ("exited", "dead")
@@ -226,10 +235,16 @@ def _container_check(engine: DockerEngine, name: str) -> Callable[[], None]:
             raise NotReady(
                 f"container {name} {what} before the server was ready",
                 hint="the log below says why; a bad server_settings value or a broken init script are common causes",
-                detail="last lines of the container log:\n" + engine.log_tail(name),
+                detail="last lines of the container log:\n" + self.engine.log_tail(name),
             )
+        self.port = info.host_port
 
-    return check
+    def endpoint(self) -> Endpoint:
+        if self.port is None:
+            from .dbops import ServerUnavailable
+
+            raise ServerUnavailable("the container has no published port yet")
+        return _endpoint(self.cfg, self.host, self.port)
 
 
 def _ready_server(
@@ -262,30 +277,24 @@ def _ready_server(
 
     engine = _engine()
     if create:
-        info, action = _ensure_container(engine, cfg, recreate, on_event)
+        action = _ensure_container(engine, cfg, recreate, on_event)[1]
     else:
         found = engine.find(cfg.container)
-        if found is None or not found.running:
-            state = "does not exist" if found is None else f"is {found.status}"
-            raise ContainerError(f"container {cfg.container} {state}", hint="run `provision up` first")
-        info, action = found, "reused"
+        if found is None:
+            raise ContainerError(f"container {cfg.container} does not exist", hint="run `provision up` first")
+        if not found.running:
+            raise NotReady(
+                f"container {cfg.container} is {found.status}, so its server is not ready",
+                hint="run `provision up` to start it",
+                detail="last lines of the container log:\n" + engine.log_tail(cfg.container),
+            )
+        action = "reused"
     host = _connect_host(cfg, engine)
-    port_box = [info.host_port]
-
-    def endpoint() -> Endpoint:
-        if port_box[0] is None:
-            refreshed = engine.find(cfg.container)
-            port_box[0] = refreshed.host_port if refreshed else None
-            if port_box[0] is None:
-                from .dbops import ServerUnavailable
-
-                raise ServerUnavailable("the container has no published port yet")
-        return _endpoint(cfg, host, port_box[0])
-
+    probe = _ContainerProbe(engine, cfg, host)
     ready = wait_until_ready(
-        endpoint,
+        probe.endpoint,
         timeout,
-        check=_container_check(engine, cfg.container),
+        check=probe.check,
         log_tail=lambda: engine.log_tail(cfg.container),
     )
     on_event(Event("step", f"server ready on {host}:{ready.endpoint.port}", None, ready.seconds))

@@ -154,7 +154,18 @@ TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
 DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables")
 ENV_PREFIX = "PROVISION_"
 # Variables that are not config keys but belong to provision.
-_ENV_OTHER = frozenset({"PROVISION_CONFIG", "PROVISION_DEBUG", "PROVISION_KILL_AT", "PROVISION_TEST_IMAGE"})
+_ENV_OTHER = frozenset(
+    {
+        "PROVISION_CONFIG",
+        "PROVISION_DEBUG",
+        "PROVISION_KILL_AT",  # the fault-injection hook (pipeline.checkpoint)
+        # Read by the project's scripts, not by provision; often exported in the same shell.
+        "PROVISION_TEST_IMAGE",
+        "PROVISION_DEBIAN_SUITE",
+        "PROVISION_DEBIAN_MIRROR",
+        "PROVISION_BUILD_CA_CERTS",
+    }
+)
 
 
 def env_name(key: str) -> str:

@@ -186,6 +186,17 @@ def terminate_sessions(conn: Connection, name: str) -> int:
     return len(rows)
 
 
+def terminate_application(conn: Connection, application_name: str) -> int:
+    """End every other session with this application_name, waiting up to 5 s for each."""
+    rows = execute(
+        conn,
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+        "WHERE application_name = %s AND pid <> pg_backend_pid()",
+        [application_name],
+    )
+    return len(rows)
+
+
 def set_comment(conn: Connection, name: str, comment: str) -> None:
     execute(conn, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
 

@@ -20,7 +20,7 @@ from docker.context import ContextAPI
 
 from .config import Config
 from .errors import ContainerError, DockerUnavailable, DriftDetected, ImageUnavailable, PortInUse
-from .sqlstream import PsqlOutput, pump
+from .sqlstream import BUILD_APP, PsqlOutput, pump
 
 PGDATA = "/var/lib/postgresql/data"
 LABEL_MANAGED = "provision.managed"
@@ -229,7 +229,8 @@ class DockerEngine:
     def remove(self, name: str) -> bool:
         with self.guard(f"remove container {name}"):
             try:
-                self.api.remove_container(name, force=True)
+                # v=True removes anonymous volumes only; a named data volume is never touched here.
+                self.api.remove_container(name, force=True, v=True)
                 return True
             except docker.errors.NotFound:
                 return False
@@ -289,11 +290,26 @@ class DockerEngine:
                 raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
         return int(result.exit_code or 0), result.output.decode("utf-8", "replace")
 
-    def exec_stream(self, name: str, argv: Sequence[str], chunks: Iterable[bytes], user: str = "") -> PsqlOutput:
+    def exec_stream(
+        self,
+        name: str,
+        argv: Sequence[str],
+        chunks: Iterable[bytes],
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+    ) -> PsqlOutput:
         """Run `argv` in the container with `chunks` on its stdin; memory stays flat for any input size."""
         with self.guard(f"exec in {name}"):
             try:
-                exec_id = self.api.exec_create(name, list(argv), stdin=True, stdout=True, stderr=True, user=user)["Id"]
+                exec_id = self.api.exec_create(
+                    name,
+                    list(argv),
+                    stdin=True,
+                    stdout=True,
+                    stderr=True,
+                    user=user,
+                    environment=dict(environment or {}),
+                )["Id"]
                 raw = self.api.exec_start(exec_id, socket=True)
             except docker.errors.APIError as exc:
                 raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
@@ -321,7 +337,7 @@ class DockerPsql:
 
     def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
         argv = ["psql", "-U", self.user, "-d", database, *args]
-        return self.engine.exec_stream(self.container, argv, chunks)
+        return self.engine.exec_stream(self.container, argv, chunks, environment={"PGAPPNAME": BUILD_APP})
 
 
 def _frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:

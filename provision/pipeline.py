@@ -23,7 +23,7 @@ from .alembic_stamp import stamp_alembic
 from .config import Config, DatabaseConfig, resolve_sql_files
 from .dbops import Connection, Endpoint
 from .errors import ProvisionError, VerifyFailed
-from .sqlstream import PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
+from .sqlstream import BUILD_APP, PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
 
 # Bump when what a build produces changes for the same sources, so old templates are not reused.
 PIPELINE_VERSION = "2"
@@ -190,7 +190,7 @@ def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _
     Returns the number of tables. On any failure, Ctrl-C included, `name` is dropped again
     and the error is raised.
     """
-    with dbops.connection(server.endpoint) as admin:
+    with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
         dbops.create_database(admin, name)
         try:
             checkpoint("stage-created")
@@ -204,7 +204,7 @@ def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _
             if output.exit_code != 0:
                 raise describe_psql_failure(plan.name, output, source_map)
             checkpoint("sql-loaded")
-            with dbops.connection(server.endpoint, name) as conn:
+            with dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn:
                 if plan.database.alembic_revision:
                     with _timed(on_event, f"stamp alembic {plan.database.alembic_revision}", plan.name):
                         with dbops.server_errors(f"stamping alembic in {plan.name}"):
@@ -234,7 +234,13 @@ def verify(conn: Connection, plan: BuildPlan) -> None:
 def cleanup_leftovers(
     admin: Connection, names: Sequence[str], on_event: EventFn = _ignore, what: str = "leftovers of earlier runs"
 ) -> list[str]:
-    """Drop staging and swapped-out copies: a crashed run's, or the ones this run just replaced. Call under the lock."""
+    """Drop staging and swapped-out copies: a crashed run's, or the ones this run just replaced. Call under the lock.
+
+    A killed run's statements go on in the server (a CREATE DATABASE could still commit a
+    staging copy later), so its build sessions are ended first; under the lock, every build
+    session but this caller's is a dead run's.
+    """
+    dbops.terminate_application(admin, BUILD_APP)
     rows = dbops.list_databases(admin)
     dropped = []
     for database in names:
@@ -293,7 +299,7 @@ def _build(server: Server, plan: BuildPlan, version: str, on_event: EventFn, tem
         try:
             ensure_template(server, plan, version, on_event, clone_from=(stage, tables))
         except BaseException:
-            with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
+            with contextlib.suppress(Exception), dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
                 dbops.drop_database(admin, stage)
             raise
     return Prepared(plan, stage, "built", content_hash, _now(), tables)
@@ -423,7 +429,7 @@ def ensure_template(
     """
     content_hash = plan.content_hash(server.server_version)
     tpl = template_name(plan.name, content_hash)
-    with dbops.connection(server.endpoint) as admin:
+    with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
         row = dbops.list_databases(admin).get(tpl)
         if row is not None and row.is_template:
             return tpl
@@ -433,18 +439,18 @@ def ensure_template(
     message = "clone the new copy as the cached template" if clone_from else "build the cached template"
     with _timed(on_event, message, plan.name):
         if clone_from:
-            with dbops.connection(server.endpoint) as admin:
+            with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
                 dbops.create_database(admin, stage, template=clone_from[0])
             tables = clone_from[1]
         else:
             tables = build_into(server, plan, stage, on_event)
         try:
-            with dbops.connection(server.endpoint) as admin:
+            with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
                 comment = provenance(plan, content_hash, "template", _now(), version, tables)
                 with dbops.server_errors(f"marking the template of {plan.name}"):
                     dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
         except BaseException:
-            with contextlib.suppress(Exception), dbops.connection(server.endpoint) as admin:
+            with contextlib.suppress(Exception), dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
                 dbops.drop_database(admin, stage)
             raise
     return tpl
@@ -462,7 +468,7 @@ def housekeep(
 
     Call under the lock. Every step is safe to interrupt: the next run finishes the job.
     """
-    with dbops.connection(server.endpoint) as admin:
+    with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
         cleanup_leftovers(admin, [p.name for p in plans], on_event, what="the replaced copies")
     checkpoint("housekeeping-leftovers-dropped")
     if not use_cache:
@@ -472,7 +478,7 @@ def housekeep(
         tpl = ensure_template(server, plan, version, on_event)
         checkpoint("template-built")
         spare = spare_name(plan.name, content_hash)
-        with dbops.connection(server.endpoint) as admin:
+        with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
             rows = dbops.list_databases(admin)
             for name in rows:
                 if name.startswith(dbops.derived_prefix(plan.name, "spare")) and name != spare:

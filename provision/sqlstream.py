@@ -16,6 +16,9 @@ from typing import Protocol, cast
 
 from .errors import ConfigError, ProvisionError, ServerError, SqlError
 
+# The application_name of every session that builds or clones (psql included), so that a killed
+# run's server-side work can be found and ended by the next run.
+BUILD_APP = "provision build"
 CHUNK_BYTES = 256 * 1024
 # psql output is only kept for error reports, so memory stays flat whatever the input size.
 KEEP_OUTPUT_BYTES = 64 * 1024
@@ -223,7 +226,7 @@ class LocalPsql:
     psql: str = field(default_factory=find_local_psql)
 
     def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
-        env = dict(os.environ, PGPASSWORD=self.password, PGAPPNAME="provision", PGCONNECT_TIMEOUT="10")
+        env = dict(os.environ, PGPASSWORD=self.password, PGAPPNAME=BUILD_APP, PGCONNECT_TIMEOUT="10")
         argv = [self.psql, "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", database, *args]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         # Unbuffered pipes are BufferedReader/BufferedWriter at run time; typeshed says IO[bytes].
