@@ -208,6 +208,10 @@ def _ensure_container(
     return info, "recreated" if recreate else "created"
 
 
+# How long a cleanly stopped container may stay stopped while we wait (a `docker restart`).
+RESTART_GRACE_SECONDS = 3.0
+
+
 class _ContainerProbe:
     """What readiness needs from the container on every poll: fail at once if it exited or
     restart-loops, and the host port as it is now (a restart on `port: 0` gets a new one)."""
@@ -218,6 +222,7 @@ class _ContainerProbe:
         self.host = host
         self.initial_restarts: int | None = None
         self.port: int | None = None
+        self.stopped_since: float | None = None
 
     def check(self) -> None:
         name = self.cfg.container
@@ -226,15 +231,29 @@ class _ContainerProbe:
             raise NotReady(f"container {name} disappeared while waiting for it", hint="run `provision up` again")
         if self.initial_restarts is None:
             self.initial_restarts = info.restart_count
+        if info.status == "exited" and info.exit_code == 0 and not info.oom_killed:
+            # A clean stop: `docker restart` passes through this state, so give it a moment to
+            # come back before calling it dead. A crash (non-zero exit) fails at once.
+            now = time.monotonic()
+            self.stopped_since = self.stopped_since or now
+            if now - self.stopped_since < RESTART_GRACE_SECONDS:
+                from .dbops import ServerUnavailable
+
+                raise ServerUnavailable(f"container {name} is stopped; waiting briefly in case it is restarting")
+        else:
+            self.stopped_since = None
         if info.status in ("exited", "dead", "restarting") or info.restart_count > self.initial_restarts:
             what = (
                 f"exited with code {info.exit_code}" + (" (killed: out of memory)" if info.oom_killed else "")
                 if info.status in ("exited", "dead")
                 else "is restarting in a loop"
             )
+            stopped = info.status == "exited" and info.exit_code == 0
             raise NotReady(
                 f"container {name} {what} before the server was ready",
-                hint="the log below says why; a bad server_settings value or a broken init script are common causes",
+                hint="it was stopped; `provision up` starts it"
+                if stopped
+                else "the log below says why; a bad server_settings value or a broken init script are common causes",
                 detail="last lines of the container log:\n" + self.engine.log_tail(name),
             )
         self.port = info.host_port
@@ -282,12 +301,7 @@ def _ready_server(
         found = engine.find(cfg.container)
         if found is None:
             raise ContainerError(f"container {cfg.container} does not exist", hint="run `provision up` first")
-        if not found.running:
-            raise NotReady(
-                f"container {cfg.container} is {found.status}, so its server is not ready",
-                hint="run `provision up` to start it",
-                detail="last lines of the container log:\n" + engine.log_tail(cfg.container),
-            )
+        # A stopped container is judged by the probe below, which allows for a restart in progress.
         action = "reused"
     host = _connect_host(cfg, engine)
     probe = _ContainerProbe(engine, cfg, host)
