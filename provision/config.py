@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 CHATBI_TABLES = (
     "datasources",
@@ -365,6 +366,8 @@ def _check_sql_file(path: Path, where: str) -> None:
 
 
 def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    import yaml  # only when there is a file: the built-in defaults need no YAML parser
+
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -393,6 +396,8 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict
 def _node_to_python(
     node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], env: Mapping[str, str], file: Path
 ) -> Any:
+    import yaml
+
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}

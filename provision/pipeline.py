@@ -16,13 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
-
 from . import dbops
 from .alembic_stamp import stamp_alembic
 from .config import Config, DatabaseConfig, resolve_sql_files
 from .dbops import Connection, Endpoint
 from .errors import ProvisionError, VerifyFailed
+from .retry import call_with_retries
 from .sqlstream import BUILD_APP, PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
 
 # Bump when what a build produces changes for the same sources, so old templates are not reused.
@@ -381,20 +380,19 @@ def _swap_all(admin: Connection, prepared: Sequence[Prepared], version: str, on_
         )
         for p in prepared
     ]
+
     # A client can reconnect between terminating sessions and the rename; that is
     # ObjectInUse, and worth a few quick retries. Nothing else is retried.
-    retrying = Retrying(
-        retry=retry_if_exception_type(dbops.ObjectInUse), wait=wait_fixed(0.05), stop=stop_after_delay(10), reraise=True
-    )
+    def swap() -> None:
+        for p in prepared:
+            if olds[p.plan.name]:
+                dbops.terminate_sessions(admin, p.plan.name)
+        checkpoint("before-swap")
+        dbops.swap_in(admin, batch)
+        checkpoint("swapped")
+
     with dbops.server_errors("swapping the new databases into place"):
-        for attempt in retrying:
-            with attempt:
-                for p in prepared:
-                    if olds[p.plan.name]:
-                        dbops.terminate_sessions(admin, p.plan.name)
-                checkpoint("before-swap")
-                dbops.swap_in(admin, batch)
-                checkpoint("swapped")
+        call_with_retries(swap, retry_on=dbops.ObjectInUse, interval=0.05, timeout=10)
     on_event(
         Event("step", f"swap {', '.join(p.plan.name for p in prepared)} into place", None, time.monotonic() - started)
     )

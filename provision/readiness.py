@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
-
 from .dbops import Endpoint, ServerUnavailable, connect
 from .errors import NotReady
+from .retry import call_with_retries
 
 POLL_SECONDS = 0.03
 
@@ -39,31 +38,27 @@ def wait_until_ready(
     """
     started = time.monotonic()
     attempts = 0
-    retrying = Retrying(
-        retry=retry_if_exception_type(ServerUnavailable),
-        wait=wait_fixed(interval),
-        stop=stop_after_delay(timeout),
-    )
+
+    def attempt() -> Ready:
+        nonlocal attempts
+        attempts += 1
+        if check is not None:
+            check()
+        ep = endpoint()
+        remaining = max(2, int(timeout - (time.monotonic() - started)) + 1)
+        conn = connect(ep, timeout=min(remaining, 5), application_name="provision wait")
+        version = int(conn.server_version)
+        conn.close()
+        return Ready(ep, version, time.monotonic() - started, attempts)
+
     try:
-        for attempt in retrying:
-            with attempt:
-                attempts += 1
-                if check is not None:
-                    check()
-                ep = endpoint()
-                remaining = max(2, int(timeout - (time.monotonic() - started)) + 1)
-                conn = connect(ep, timeout=min(remaining, 5), application_name="provision wait")
-                version = int(conn.server_version)
-                conn.close()
-                return Ready(ep, version, time.monotonic() - started, attempts)
-    except RetryError as exc:
-        last = exc.last_attempt.exception()
+        return call_with_retries(attempt, retry_on=ServerUnavailable, interval=interval, timeout=timeout)
+    except ServerUnavailable as last:
         raise NotReady(
             f"the server was not ready after {timeout:g} s ({attempts} attempts): {last}",
             hint="raise --timeout (or `timeout:`) if the server is just slow; the log below usually says why",
             detail=_tail_detail(log_tail),
         ) from last
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _tail_detail(log_tail: Callable[[], str] | None) -> str | None:

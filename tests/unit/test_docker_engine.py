@@ -318,10 +318,10 @@ def test_resolve_endpoint_with_a_monkeypatched_context_api(monkeypatch: pytest.M
         return FakeContext()
 
     monkeypatch.setattr(ContextAPI, "get_context", staticmethod(get_context))
-    assert resolve_endpoint({}) == ("ssh://builder@ci", None)
     assert resolve_endpoint({"DOCKER_CONTEXT": "ci"}) == ("ssh://builder@ci", None)
     assert resolve_endpoint({"DOCKER_HOST": "unix:///x.sock"}) == ("unix:///x.sock", None)
-    assert asked == [None, "ci"]  # DOCKER_HOST never looks at contexts
+    assert resolve_endpoint({"DOCKER_CONTEXT": "default"}) == (None, None)
+    assert asked == ["ci"]  # DOCKER_HOST and the default context never load the SDK's context store
 
 
 def test_corrupted_context_is_docker_unavailable(docker_config: Path) -> None:
