@@ -411,13 +411,13 @@ def connect(cfg: Config, database: str | None = None) -> Connection:
     return dbops.connect(_endpoint(cfg, parsed.hostname or cfg.host, parsed.port or cfg.port), name)
 
 
-def _selected(cfg: Config, only: Sequence[str], skip_demo: bool) -> list[BuildPlan]:
+def _selected(cfg: Config, only: Sequence[str], skip_demo: bool, hash_files: bool = True) -> list[BuildPlan]:
     for name in only:
         cfg.database(name)
     chosen = [db for db in cfg.databases if (not only or db.name in only) and not (skip_demo and db.demo)]
     if not chosen:
         raise ConfigError("nothing to build: --only/--skip-demo left no databases", hint="check the names you passed")
-    return [plan_database(cfg, db) for db in chosen]
+    return [plan_database(cfg, db, hash_files) for db in chosen]
 
 
 def plan_fresh(cfg: Config, *, only: Sequence[str] = (), skip_demo: bool = False, use_cache: bool = True) -> FreshPlan:
@@ -487,8 +487,10 @@ def fresh(
 
     emit = on_event or _ignore
     started = time.monotonic()
-    plans = _selected(cfg, only, skip_demo)  # validates every source before anything is touched
     use_cache = cfg.cache if use_cache is None else use_cache
+    # Validates every source before anything is touched. Without the cache, the files are
+    # hashed (for provenance) while they stream instead of in a pass of their own.
+    plans = _selected(cfg, only, skip_demo, hash_files=use_cache)
     server, up_result, _ = _ready_server(cfg, create=True, recreate=recreate, timeout=timeout, on_event=emit)
 
     lock_conn = dbops.connect(server.endpoint, application_name="provision fresh")

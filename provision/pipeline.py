@@ -9,9 +9,9 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -65,6 +65,11 @@ class BuildPlan:
     def name(self) -> str:
         return self.database.name
 
+    def with_digests(self, digests: Mapping[Path, str]) -> BuildPlan:
+        """The same plan with the sha256 of files that were hashed while streaming."""
+        files = tuple(replace(f, sha256=f.sha256 or digests[f.path]) for f in self.files)
+        return replace(self, files=files)
+
     def content_hash(self, server_version: int) -> str:
         """Everything that decides what the build produces: sources, variables, revision, server major."""
         h = hashlib.sha256()
@@ -80,18 +85,22 @@ class BuildPlan:
         return h.hexdigest()
 
 
-def plan_database(cfg: Config, db: DatabaseConfig) -> BuildPlan:
+def plan_database(cfg: Config, db: DatabaseConfig, hash_files: bool = True) -> BuildPlan:
+    """Resolve and check a database's sources. With hash_files=False the files' sha256 are left
+    empty, to be filled in while they stream (see with_digests): a build that skips the cache
+    then reads a large file once, not twice."""
     files = []
     for path in resolve_sql_files(cfg, db):
         digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        if hash_files:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
         try:
             display = str(path.relative_to(cfg.base_dir))
         except ValueError:
             display = path.name if "site-packages" in str(path) or "/sql/" in str(path) else str(path)
-        files.append(SourceFile(path, display, digest.hexdigest(), path.stat().st_size))
+        files.append(SourceFile(path, display, digest.hexdigest() if hash_files else "", path.stat().st_size))
     variables = tuple(db.variables)
     if db.demo:
         variables += (("scale", str(cfg.demo_scale)),)
@@ -183,17 +192,19 @@ def _timed(on_event: EventFn, message: str, database: str | None) -> Iterator[No
 # ---------------------------------------------------------------- building
 
 
-def build_into(server: Server, plan: BuildPlan, name: str, on_event: EventFn = _ignore) -> int:
+def build_into(
+    server: Server, plan: BuildPlan, name: str, on_event: EventFn = _ignore, source_map: SourceMap | None = None
+) -> int:
     """Create `name` and build it from the plan: SQL sources, Alembic stamp, verification.
 
-    Returns the number of tables. On any failure, Ctrl-C included, `name` is dropped again
-    and the error is raised.
+    Returns the number of tables; `source_map`, if given, gets the files' line spans and sha256.
+    On any failure, Ctrl-C included, `name` is dropped again and the error is raised.
     """
     with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
         dbops.create_database(admin, name)
         try:
             checkpoint("stage-created")
-            source_map = SourceMap()
+            source_map = SourceMap() if source_map is None else source_map
             with _timed(on_event, f"load {len(plan.files)} SQL file(s)", plan.name):
                 output = server.runner.run(
                     name,
@@ -291,9 +302,11 @@ def _from_cache(
 def _build(server: Server, plan: BuildPlan, version: str, on_event: EventFn, template_now: bool) -> Prepared:
     """Build from the SQL; with `template_now` also clone the result into the cache before it is swapped
     in (cheaper than building the template again later, when the caller waits for the tidy-up anyway)."""
-    content_hash = plan.content_hash(server.server_version)
     stage = dbops.derived_name(plan.name, "stage", _token())
-    tables = build_into(server, plan, stage, on_event)
+    streamed = SourceMap()
+    tables = build_into(server, plan, stage, on_event, streamed)
+    plan = plan.with_digests(streamed.digests)
+    content_hash = plan.content_hash(server.server_version)
     if template_now:
         try:
             ensure_template(server, plan, version, on_event, clone_from=(stage, tables))

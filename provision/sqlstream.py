@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
 import re
@@ -56,6 +57,7 @@ class SourceMap:
     """Which input line of the combined stream came from which file."""
 
     spans: list[tuple[int, int, Path]] = field(default_factory=list)  # (first line, last line, file)
+    digests: dict[Path, str] = field(default_factory=dict)  # sha256 of each file streamed in full
 
     def locate(self, stream_line: int) -> tuple[Path, int] | None:
         for first, last, path in self.spans:
@@ -70,15 +72,18 @@ def stream_files(files: Sequence[Path], source_map: SourceMap, chunk_bytes: int 
     for path in files:
         first = line
         last_byte = b"\n"
+        digest = hashlib.sha256()
         with path.open("rb") as fh:
             while chunk := fh.read(chunk_bytes):
                 line += chunk.count(b"\n")
                 last_byte = chunk[-1:]
+                digest.update(chunk)
                 yield chunk
         if last_byte != b"\n":
             line += 1
             yield b"\n"
         source_map.spans.append((first, line - 1, path))
+        source_map.digests[path] = digest.hexdigest()
 
 
 class _Tail:

@@ -158,3 +158,17 @@ def test_read_provenance_accepts_minimal_record() -> None:
 def test_build_plan_is_a_value() -> None:
     db = DatabaseConfig(name="a", sql=("x.sql",))
     assert BuildPlan(db, (), ()) == BuildPlan(db, (), ())
+
+
+def test_files_hashed_while_streaming_give_the_same_plan_hash(project: Config) -> None:
+    from provision.sqlstream import SourceMap, stream_files
+
+    hashed = plan_database(project, project.databases[0])
+    unhashed = plan_database(project, project.databases[0], hash_files=False)
+    assert all(f.sha256 == "" for f in unhashed.files)
+    streamed = SourceMap()
+    for _ in stream_files([f.path for f in unhashed.files], streamed, chunk_bytes=7):
+        pass
+    filled = unhashed.with_digests(streamed.digests)
+    assert [f.sha256 for f in filled.files] == [f.sha256 for f in hashed.files]
+    assert filled.content_hash(PG17_2) == hashed.content_hash(PG17_2)
