@@ -780,8 +780,8 @@ TEST_SERVER_SETTINGS = (("fsync", "off"), ("synchronous_commit", "off"), ("full_
 
 
 def config_for_tests(cfg: Config) -> Config:
-    """The config a test run uses: its own container `<container>-test` on a free port, without a
-    named volume, with fsync and friends off. A server target is used as it is."""
+    """The config a test run uses: its own container `<container>-test` on a free port, its data
+    directory in memory (tmpfs), with fsync and friends off. A server target is used as it is."""
     if cfg.target != "docker":
         return cfg
     settings = dict(TEST_SERVER_SETTINGS)
@@ -789,6 +789,7 @@ def config_for_tests(cfg: Config) -> Config:
     return cfg.with_overrides(
         container=f"{cfg.container}-test",
         volume=None,
+        tmpfs=True,
         port=0,
         server_settings=tuple(settings.items()),
         cleanup="sync",

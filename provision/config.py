@@ -72,6 +72,7 @@ class Config:
     container: str = DEFAULT_CONTAINER
     image: str = "postgres:17"
     volume: str | None = DEFAULT_VOLUME
+    tmpfs: bool = False
     bind: str = "127.0.0.1"
     port: int = 5432
     host: str = "127.0.0.1"
@@ -138,6 +139,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "container": "name",
     "image": "str",
     "volume": "optional_name",
+    "tmpfs": "bool",
     "bind": "ip",
     "port": "port",
     "host": "str",

@@ -44,6 +44,7 @@ PGDATA = "/var/lib/postgresql/data"
 LABEL_MANAGED = "provision.managed"
 LABEL_SETTINGS = "provision.server-settings"
 LABEL_VERSION = "provision.version"
+LABEL_TMPFS = "provision.tmpfs"
 
 ProgressFn = Callable[[str], None]
 
@@ -245,13 +246,16 @@ class DockerEngine:
             LABEL_MANAGED: "true",
             LABEL_SETTINGS: json.dumps(dict(cfg.server_settings), sort_keys=True),
             LABEL_VERSION: _version(),
+            LABEL_TMPFS: "true" if cfg.tmpfs else "false",
         }
         command = ["postgres"]
         for name, value in cfg.server_settings:
             command += ["-c", f"{name}={value}"]
-        volumes = {cfg.volume: {"bind": PGDATA, "mode": "rw"}} if cfg.volume else None
+        volumes = {cfg.volume: {"bind": PGDATA, "mode": "rw"}} if cfg.volume and not cfg.tmpfs else None
+        # In memory: clones and drops cost a fraction; the data goes when the container stops.
+        tmpfs = {PGDATA: "rw"} if cfg.tmpfs else None
         with self.guard(f"create container {cfg.container}"):
-            if cfg.volume:
+            if volumes and cfg.volume:
                 self._ensure_volume(cfg.volume)
             try:
                 container = self.client.containers.create(
@@ -265,6 +269,7 @@ class DockerEngine:
                     },
                     ports={"5432/tcp": (cfg.bind, port)},
                     volumes=volumes,
+                    tmpfs=tmpfs,
                     labels=labels,
                     detach=True,
                 )
@@ -495,8 +500,10 @@ def find_drift(info: ContainerInfo, cfg: Config) -> list[str]:
         drift.append(f"user is {env_user}, config says {cfg.user}")
     if not hmac.compare_digest(info.env.get("POSTGRES_PASSWORD", "").encode(), cfg.password.encode()):
         drift.append("password differs from the config")
-    if (info.volume or None) != (cfg.volume or None):
+    if (info.volume or None) != (None if cfg.tmpfs else cfg.volume or None):
         drift.append(f"data volume is {info.volume or 'none'}, config says {cfg.volume or 'none'}")
+    if info.managed and info.labels.get(LABEL_TMPFS, "false") != ("true" if cfg.tmpfs else "false"):
+        drift.append(f"data directory {'is' if cfg.tmpfs else 'is not'} meant to be in memory (tmpfs)")
     settings = json.dumps(dict(cfg.server_settings), sort_keys=True)
     if info.managed and info.labels.get(LABEL_SETTINGS, "{}") != settings:
         drift.append("server_settings differ from the config")

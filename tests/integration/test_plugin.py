@@ -64,8 +64,9 @@ def test_sample_suite_under_xdist_isolates_tests_and_leaves_nothing(project: Pro
     assert len(templates) == 2  # chatbi and chatbi_demo, built once despite two workers
 
     # The test server trades durability for speed; `fresh`'s server never does.
-    settings = docker_client.containers.get(container).attrs["Config"]["Cmd"]
-    assert "fsync=off" in settings
+    attrs = docker_client.containers.get(container).attrs
+    assert "fsync=off" in attrs["Config"]["Cmd"]
+    assert "/var/lib/postgresql/data" in (attrs["HostConfig"].get("Tmpfs") or {})  # data in memory
 
     # A second run reuses the container and the templates.
     started_at = docker_client.containers.get(container).attrs["State"]["StartedAt"]
