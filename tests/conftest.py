@@ -80,10 +80,8 @@ class Project:
         return self.path.parent
 
 
-@pytest.fixture
-def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
-    """ChatBI's databases (the built-in SQL) in a private container on a Docker-chosen port."""
-    name = NAME_PREFIX + secrets.token_hex(4)
+def project_data(name: str, **changes: Any) -> dict[str, Any]:
+    """A config for a private container `name`: its own volume, a Docker-chosen port, sync tidy-up."""
     data: dict[str, Any] = {
         "container": name,
         "volume": name + "-data",
@@ -92,7 +90,15 @@ def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
         "cleanup": "sync",
         "timeout": 60,
     }
-    proj = Project(tmp_path / "provision.yaml", name, data).write()
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
+    """ChatBI's databases (the built-in SQL) in a private container on a Docker-chosen port."""
+    name = NAME_PREFIX + secrets.token_hex(4)
+    proj = Project(tmp_path / "provision.yaml", name, project_data(name)).write()
     yield proj
     _remove_test_objects(docker_client, name)
 
@@ -105,18 +111,9 @@ def make_project(tmp_path: Path, docker_client: Any) -> Iterator[Callable[..., P
     def make(**data: Any) -> Project:
         name = NAME_PREFIX + secrets.token_hex(4)
         made.append(name)
-        base: dict[str, Any] = {
-            "container": name,
-            "volume": name + "-data",
-            "image": IMAGE,
-            "port": 0,
-            "cleanup": "sync",
-            "timeout": 60,
-        }
-        base.update(data)
         directory = tmp_path / name
         directory.mkdir()
-        return Project(directory / "provision.yaml", name, base).write()
+        return Project(directory / "provision.yaml", name, project_data(name, **data)).write()
 
     yield make
     for name in made:

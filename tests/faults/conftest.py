@@ -29,9 +29,8 @@ import pytest
 import yaml
 
 from provision.config import CHATBI_TABLES, DEMO_TABLES
+from tests.conftest import NAME_PREFIX, project_data
 
-IMAGE = os.environ.get("PROVISION_TEST_IMAGE", "postgres:17")
-NAME_PREFIX = "provtest-"
 ALEMBIC_REVISION = "0001_initial_schema"
 MARKER = "fault-marker"
 LEFTOVER = re.compile(r"__(stage|old)_")
@@ -185,17 +184,8 @@ def shared_project(
     def make(**data: Any) -> FaultProject:
         name = NAME_PREFIX + secrets.token_hex(4)
         made.append(name)
-        base: dict[str, Any] = {
-            "container": name,
-            "volume": name + "-data",
-            "image": IMAGE,
-            "port": 0,
-            "cleanup": "sync",
-            "timeout": 60,
-        }
-        base.update(data)
         directory = tmp_path_factory.mktemp(name)
-        return FaultProject(directory / "provision.yaml", name, base).write()
+        return FaultProject(directory / "provision.yaml", name, project_data(name, **data)).write()
 
     yield make
     for name in made:

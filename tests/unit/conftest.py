@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_cli
 
 NO_DOCKER = "unix:///nonexistent/provision-unit-tests/docker.sock"
 
@@ -50,17 +51,9 @@ def run_provision(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[s
     def run(
         *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
-        full_env["DOCKER_HOST"] = NO_DOCKER
-        full_env.update(env or {})
-        return subprocess.run(
-            [sys.executable, "-m", "provision", *args],
-            capture_output=True,
-            text=True,
-            env=full_env,
-            cwd=cwd or tmp_path,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
+        # stdin is an empty pipe: never a terminal, so nothing waits for an answer.
+        return run_cli(
+            *args, env={"DOCKER_HOST": NO_DOCKER, **(env or {})}, cwd=cwd or tmp_path, timeout=timeout, input=""
         )
 
     return run
