@@ -69,7 +69,7 @@ class FreshPlan:
 class FreshResult:
     databases: tuple[DatabaseResult, ...]
     seconds: float
-    housekeeping: Literal["background", "sync", "skipped"]
+    housekeeping: Literal["background", "sync"]
     up: UpResult
 
 
@@ -510,7 +510,7 @@ def fresh(
         results = fresh_databases(
             server, lock_conn, plans, use_cache, __version__, emit, template_now=cfg.cleanup == "sync"
         )
-        mode: Literal["background", "sync", "skipped"]
+        mode: Literal["background", "sync"]
         if cfg.cleanup == "background":
             dbops.release_lock(lock_conn)
             lock_conn.close()
