@@ -389,15 +389,13 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="provision", standalone_mode=False)
     except ProvisionError as exc:
         _fail(exc, debug)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; either way nothing half-built is in place.
+        click.echo("Interrupted; nothing half-built was left in place.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; nothing half-built was left in place.", err=True)
-        sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into exit code 1

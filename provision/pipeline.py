@@ -356,7 +356,14 @@ def fresh_databases(
 
         if parallel and len(to_build) > 1:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="provision-build") as pool:
-                list(pool.map(work, to_build))
+                try:
+                    list(pool.map(work, to_build))
+                except KeyboardInterrupt:
+                    # Ctrl-C reaches only this thread; end the builds' sessions in the server so
+                    # their psql stops now instead of running to the end of its input.
+                    with contextlib.suppress(Exception):
+                        dbops.terminate_application(admin, BUILD_APP)
+                    raise
         else:
             for plan in to_build:
                 work(plan)
@@ -368,9 +375,10 @@ def fresh_databases(
         prepared.sort(key=lambda p: order[p.plan.name])
         results = _swap_all(admin, prepared, version, on_event)
     except BaseException:
+        # Under the lock every staging copy of these databases is this run's (or a dead run's),
+        # including one whose own clean-up was cut short by Ctrl-C.
         with contextlib.suppress(Exception):
-            for item in prepared:
-                dbops.drop_database(admin, item.stage)
+            cleanup_leftovers(admin, [plan.name for plan in plans], what="this run's unfinished copies")
         raise
     for result in results:
         result.seconds = time.monotonic() - started
