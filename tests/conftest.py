@@ -40,10 +40,10 @@ def docker_client() -> Iterator[Any]:
             pytest.fail(message + " (CI=true: integration tests must not be skipped)")
         pytest.skip(message)
     yield client
-    _remove_test_objects(client)
+    remove_test_objects(client)
 
 
-def _remove_test_objects(client: Any, prefix: str = NAME_PREFIX) -> None:
+def remove_test_objects(client: Any, prefix: str = NAME_PREFIX) -> None:
     """Remove only what this test session created: provision-managed containers and volumes named `prefix`*."""
     import docker.errors
 
@@ -67,7 +67,7 @@ class Project:
 
     def write(self, **changes: Any) -> Project:
         self.data.update(changes)
-        self.path.write_text(yaml.safe_dump(self.data, sort_keys=False))
+        self.path.write_text(yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True))
         return self
 
     def config(self, **overrides: Any) -> Any:
@@ -100,7 +100,7 @@ def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
     name = NAME_PREFIX + secrets.token_hex(4)
     proj = Project(tmp_path / "provision.yaml", name, project_data(name)).write()
     yield proj
-    _remove_test_objects(docker_client, name)
+    remove_test_objects(docker_client, name)
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def make_project(tmp_path: Path, docker_client: Any) -> Iterator[Callable[..., P
 
     yield make
     for name in made:
-        _remove_test_objects(docker_client, name)
+        remove_test_objects(docker_client, name)
 
 
 def run_cli(

@@ -26,10 +26,9 @@ from typing import Any
 
 import psycopg2
 import pytest
-import yaml
 
 from provision.config import CHATBI_TABLES, DEMO_TABLES
-from tests.conftest import NAME_PREFIX, project_data
+from tests.conftest import NAME_PREFIX, Project, project_data, remove_test_objects
 
 ALEMBIC_REVISION = "0001_initial_schema"
 MARKER = "fault-marker"
@@ -146,50 +145,20 @@ def describe(result: subprocess.CompletedProcess[str] | tuple[int | None, str, s
 # ---------------------------------------------------------------- projects that live for a whole module
 
 
-@dataclass
-class FaultProject:
-    """Same shape as tests/conftest.py's Project (path, name, data), for module-scoped containers."""
-
-    path: Path
-    name: str
-    data: dict[str, Any]
-
-    def write(self, **changes: Any) -> FaultProject:
-        self.data.update(changes)
-        self.path.write_text(yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True))
-        return self
-
-    @property
-    def dir(self) -> Path:
-        return self.path.parent
-
-
-def _remove(docker_client: Any, name: str) -> None:
-    for container in docker_client.containers.list(all=True, filters={"name": name}):
-        if container.name == name:
-            container.remove(force=True, v=True)
-    for volume in docker_client.volumes.list(filters={"name": name}):
-        if volume.name.startswith(name):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
-
-
 @pytest.fixture(scope="module")
-def shared_project(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: Any
-) -> Iterator[Callable[..., FaultProject]]:
+def shared_project(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Callable[..., Project]]:
     """Like make_project, but the container lives for the whole module (one server for many tests)."""
     made: list[str] = []
 
-    def make(**data: Any) -> FaultProject:
+    def make(**data: Any) -> Project:
         name = NAME_PREFIX + secrets.token_hex(4)
         made.append(name)
         directory = tmp_path_factory.mktemp(name)
-        return FaultProject(directory / "provision.yaml", name, project_data(name, **data)).write()
+        return Project(directory / "provision.yaml", name, project_data(name, **data)).write()
 
     yield make
     for name in made:
-        _remove(docker_client, name)
+        remove_test_objects(docker_client, name)
 
 
 # ---------------------------------------------------------------- looking at the server
