@@ -141,20 +141,12 @@ class DatabaseRow:
     comment: str | None
 
 
-def server_version_num(conn: Connection) -> int:
-    return int(conn.server_version)
-
-
 def list_databases(conn: Connection) -> dict[str, DatabaseRow]:
     rows = execute(
         conn,
         "SELECT datname, datistemplate, datallowconn, shobj_description(oid, 'pg_database') FROM pg_database",
     )
     return {r[0]: DatabaseRow(r[0], r[1], r[2], r[3]) for r in rows}
-
-
-def database_exists(conn: Connection, name: str) -> bool:
-    return bool(execute(conn, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
 
 
 # ---------------------------------------------------------------- DDL on databases
@@ -195,14 +187,6 @@ def terminate_application(conn: Connection, application_name: str) -> int:
         [application_name],
     )
     return len(rows)
-
-
-def set_comment(conn: Connection, name: str, comment: str) -> None:
-    execute(conn, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
-
-
-def mark_template(conn: Connection, name: str) -> None:
-    execute(conn, sql.SQL("ALTER DATABASE {} IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
 
 
 def rename_database(conn: Connection, name: str, new_name: str) -> None:

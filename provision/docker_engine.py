@@ -313,10 +313,6 @@ class DockerEngine:
             except docker.errors.NotFound:
                 return False
 
-    def stop(self, name: str, timeout: int = 10) -> None:
-        with self.guard(f"stop container {name}"):
-            self.api.stop(name, timeout=timeout)
-
     def remove_volume(self, name: str) -> bool:
         with self.guard(f"remove volume {name}"):
             try:
@@ -326,14 +322,6 @@ class DockerEngine:
                 return False
             except docker.errors.APIError as exc:
                 raise ContainerError(f"cannot remove volume {name}: {exc.explanation or exc}") from exc
-
-    def volume_exists(self, name: str) -> bool:
-        with self.guard(f"inspect volume {name}"):
-            try:
-                self.api.inspect_volume(name)
-                return True
-            except docker.errors.NotFound:
-                return False
 
     def _ensure_volume(self, name: str) -> None:
         try:

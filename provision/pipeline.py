@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -127,7 +127,6 @@ class Server:
     server_version: int
     target: str = "docker"
     container: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _now() -> str:

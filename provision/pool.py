@@ -6,9 +6,7 @@ import contextlib
 import queue
 import secrets
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from . import dbops
 from .dbops import Connection, Endpoint
@@ -70,14 +68,6 @@ def remove_dead_copies(admin: Connection, databases: Sequence[str]) -> list[str]
     return dropped
 
 
-@dataclass
-class PoolStats:
-    created: int = 0
-    handed_out: int = 0
-    dropped: int = 0
-    waits: list[float] = field(default_factory=list)
-
-
 class DatabasePool:
     """Private copies of `template` for one database, `size` of them kept ready.
 
@@ -93,7 +83,6 @@ class DatabasePool:
         self.template = template
         self.token = token
         self.size = size
-        self.stats = PoolStats()
         self._ready: queue.Queue[str] = queue.Queue()
         self._to_drop: queue.Queue[str] = queue.Queue()
         self._serial = 0
@@ -132,7 +121,6 @@ class DatabasePool:
                     finally:
                         with self._lock:
                             self._pending -= 1
-                    self.stats.created += 1
                     self._ready.put(name)
         except BaseException as exc:  # noqa: BLE001 - surfaced to the next acquire()
             self._error = exc
@@ -146,10 +134,8 @@ class DatabasePool:
             while (name := self._to_drop.get()) != _STOP:
                 with contextlib.suppress(ProvisionError):
                     dbops.drop_database(conn, name)
-                    self.stats.dropped += 1
 
     def acquire(self, timeout: float = 60.0) -> str:
-        started = time.monotonic()
         try:
             name = self._ready.get(timeout=timeout)
         except queue.Empty:
@@ -161,8 +147,6 @@ class DatabasePool:
         with self._lock:
             self._outstanding.add(name)
             self._lock.notify_all()
-        self.stats.handed_out += 1
-        self.stats.waits.append(time.monotonic() - started)
         return name
 
     def release(self, name: str, keep: bool = False) -> None:
@@ -192,12 +176,3 @@ class DatabasePool:
         self._to_drop.put(_STOP)
         self._threads[-1].join(timeout=60)
         return kept
-
-
-@contextlib.contextmanager
-def borrowed(pool: DatabasePool, keep: bool = False) -> Iterator[str]:
-    name = pool.acquire()
-    try:
-        yield name
-    finally:
-        pool.release(name, keep=keep)
