@@ -10,9 +10,11 @@ import argparse
 import statistics
 import time
 
-from provision import __version__, api, dbops
+from provision import api, dbops
 from provision.config import load_config
+from provision.events import ignore
 from provision.pipeline import fresh_databases, plan_database
+from provision.targets import make_target
 
 
 def main() -> None:
@@ -21,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config(None, env={}, overrides={"container": "provision-bench-parallel", "port": 0})
-    server, _, engine = api._ready_server(cfg, create=True)
+    server, _ = make_target(cfg).ready(create=True, recreate=False, timeout=cfg.timeout, on_event=ignore)
     plans = [plan_database(cfg, db) for db in cfg.databases]
     timings: dict[bool, list[float]] = {True: [], False: []}
     try:
@@ -31,7 +33,7 @@ def main() -> None:
                 try:
                     dbops.acquire_lock(lock, wait=True)
                     started = time.perf_counter()
-                    fresh_databases(server, lock, plans, use_cache=False, version=__version__, parallel=parallel)
+                    fresh_databases(server, lock, plans, use_cache=False, parallel=parallel)
                     timings[parallel].append(time.perf_counter() - started)
                     for name in dbops.list_databases(lock):
                         if "__old_" in name:
@@ -39,10 +41,7 @@ def main() -> None:
                 finally:
                     lock.close()
     finally:
-        if engine is not None:
-            engine.remove(cfg.container)
-            if cfg.volume:
-                engine.remove_volume(cfg.volume)
+        api.down(cfg, volumes=True)
     ratios = [p / s for p, s in zip(timings[True], timings[False], strict=True)]
     for parallel in (True, False):
         values = timings[parallel]

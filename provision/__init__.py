@@ -16,12 +16,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import (
+        CheckResult,
         DatabaseStatus,
         DownResult,
         FreshPlan,
         FreshResult,
         StatusResult,
         UpResult,
+        check,
         connect,
         database_url,
         down,
@@ -49,8 +51,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "api": (
         "api",
-        "DatabaseStatus DownResult FreshPlan FreshResult StatusResult UpResult connect database_url "
-        "down fresh plan_fresh status up wait",
+        "CheckResult DatabaseStatus DownResult FreshPlan FreshResult StatusResult UpResult check connect "
+        "database_url down fresh plan_fresh status up wait",
     ),
     "config": ("config", "Config DatabaseConfig load_config"),
     "errors": (
@@ -73,6 +75,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthFailed",
+    "CheckResult",
     "Config",
     "ConfigError",
     "ContainerError",
@@ -91,6 +94,7 @@ __all__ = [
     "StatusResult",
     "UpResult",
     "__version__",
+    "check",
     "connect",
     "database_url",
     "down",

@@ -13,27 +13,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from . import __version__
-from .errors import ProvisionError, Refused
+from .errors import DRIFT_FOUND, ProvisionError, Refused, exit_codes
+from .targets import KINDS
 
 if TYPE_CHECKING:
     from .config import Config
-    from .pipeline import Event
+    from .events import Event
 
-EXIT_CODES = """\b
-Exit codes:
-  0  success
-  1  unexpected internal error (run with --debug and report it)
-  2  bad configuration, flag or input file (nothing was touched)
-  3  Docker engine unreachable
-  4  container or image problem (port taken, image missing, drift)
-  5  server not ready (timeout, container exited or restart-looping)
-  6  authentication failed
-  7  SQL error or failed verification (the old database is untouched)
-  8  another provisioner holds the lock (--no-wait)
-  9  refused: confirmation needed (--yes), or a non-local server (--allow-remote)
-  10 server error (connection lost, disk full, ...)
-  130 interrupted (Ctrl-C); nothing half-built is left in place
-"""
+EXIT_CODES = (
+    "\b\nExit codes:\n" + "\n".join(f"  {code:<3} {meaning.replace('`', '')}" for code, meaning in exit_codes()) + "\n"
+)
 
 
 class Context:
@@ -61,7 +50,9 @@ pass_ctx = click.make_pass_decorator(Context)
     help="YAML config (default: $PROVISION_CONFIG, then ./provision.yaml).",
 )
 @click.option(
-    "--target", type=click.Choice(["docker", "server"]), help="Run a container (docker) or use an existing server."
+    "--target",
+    type=click.Choice(list(KINDS)),
+    help="Where the server runs: " + "; ".join(f"{name}: {kind.summary}" for name, kind in KINDS.items()) + ".",
 )
 @click.option("--container", help="Container name.")
 @click.option("--image", help="Server image.")
@@ -170,6 +161,11 @@ def status(obj: Context, as_json: bool) -> None:
             click.echo(f"{db.name:<14} missing (run `provision fresh`)")
             continue
         alembic = ",".join(db.alembic_versions) if db.alembic_versions else "-"
+        if db.revisions_behind:
+            plural = "s" if db.revisions_behind != 1 else ""
+            alembic += f" ({db.revisions_behind} revision{plural} behind head {db.alembic_head})"
+        elif db.alembic_head and db.revisions_behind is None:
+            alembic += f" (not among the migrations; head is {db.alembic_head})"
         state = (
             "unknown origin"
             if db.content_hash is None
@@ -314,7 +310,10 @@ def fresh(
     if dry_run:
         plan = api.plan_fresh(cfg, only=only, skip_demo=skip_demo, use_cache=not no_cache)
         if as_json:
-            click.echo(json.dumps(dataclasses.asdict(plan), indent=2))
+            data = dataclasses.asdict(plan)
+            for planned, rendered in zip(plan.databases, data["databases"], strict=True):
+                rendered["sources"] = [{"path": f.display, "size": f.size, "sha256": f.sha256} for f in planned.sources]
+            click.echo(json.dumps(data, indent=2))
             return
         click.echo(
             f"dry run: nothing will be touched ({plan.target} target"
@@ -325,7 +324,7 @@ def fresh(
             for step in planned.steps:
                 click.echo(f"  - {step}")
             for src in planned.sources:
-                click.echo(f"    {src.path}  {src.size} bytes  sha256 {src.sha256}")
+                click.echo(f"    {src.display}  {src.size} bytes  sha256 {src.sha256}")
         return
 
     def confirm(at_risk: dict[str, int]) -> bool:
@@ -354,12 +353,64 @@ def fresh(
         click.echo(f"done in {result.seconds:.2f}s")
 
 
+@cli.command()
+@click.option("--live", is_flag=True, help="Compare the live databases with a fresh build from their sources.")
+@click.option("--only", multiple=True, metavar="DB", help="Check only this database (repeatable).")
+@click.option("--column-order", is_flag=True, help="Also report columns in a different order.")
+@_timeout_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the differences.")
+@pass_ctx
+def check(
+    obj: Context,
+    live: bool,
+    only: tuple[str, ...],
+    column_order: bool,
+    timeout: float | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Find schema drift; exit 11 when there is some.
+
+    By default each database with both SQL sources and migrations is built both ways in scratch
+    copies (the SQL stamped at its revision, and the migrations from empty to that revision) and
+    their schemas are compared. With --live, the live database is compared with a fresh build.
+    Nothing in place is touched.
+
+    \b
+    Example:
+      provision check
+      provision check --live --only chatbi --json
+    """
+    from . import api
+
+    cfg = obj.config(timeout=timeout)
+    result = api.check(cfg, only=only, live=live, column_order=column_order, on_event=_echo_event(True))
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(result), "drift": result.drift}, indent=2))
+    else:
+        from .schema import render
+
+        for db in result.databases:
+            count = len(db.differences)
+            verdict = f"{count} difference{'s' if count != 1 else ''}" if count else "no drift"
+            if count or not quiet:
+                click.echo(f"{db.name}: {verdict}: {db.left} vs {db.right}  ({db.seconds:.2f}s)")
+            for line in render(db.differences):
+                click.echo(f"  {line}")
+            if db.note and not quiet:
+                click.echo(f"  note: {db.note}")
+    if result.drift:
+        sys.exit(DRIFT_FOUND)
+
+
 @cli.command("_housekeep", hidden=True)
 def housekeep_command() -> None:
     """Internal: the detached tidy-up after `fresh` (config arrives on stdin)."""
-    from . import api
 
-    api.housekeep_from_payload(sys.stdin.read())
+    from . import housekeeping
+
+    housekeeping.run(sys.stdin.buffer.read())
 
 
 def _confirm(question: str) -> None:

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .endpoint import connect_host
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,6 +53,19 @@ _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"
 
 
 @dataclass(frozen=True)
+class MigrationsConfig:
+    """The app's own migrations, run after the SQL sources (and the stamp) against the private copy."""
+
+    alembic: str | None = None  # the app's alembic.ini: Alembic mode
+    revision: str = "head"  # the Alembic revision to reach
+    command: tuple[str, ...] = ()  # default: alembic -c {ini} upgrade {revision}
+    cwd: str | None = None  # default: the alembic.ini's directory, else the config's
+    url_env: str = "DATABASE_URL"
+    inputs: tuple[str, ...] = ()  # files, directories or globs whose change means a rebuild
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     """One database that `fresh` builds, and how."""
 
@@ -62,13 +76,14 @@ class DatabaseConfig:
     single_transaction: bool = True
     demo: bool = False
     variables: tuple[tuple[str, str], ...] = ()
+    migrations: MigrationsConfig | None = None
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything provision needs to know, resolved once."""
 
-    target: Literal["docker", "server"] = "docker"
+    target: str = "docker"  # a key of targets.KINDS
     container: str = DEFAULT_CONTAINER
     image: str = "postgres:17"
     volume: str | None = DEFAULT_VOLUME
@@ -154,7 +169,8 @@ _SCALAR_KEYS: dict[str, str] = {
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
-DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables")
+DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables", "migrations")
+MIGRATIONS_KEYS = ("alembic", "revision", "command", "cwd", "url_env", "inputs", "timeout")
 ENV_PREFIX = "PROVISION_"
 # Variables that are not config keys but belong to provision.
 _ENV_OTHER = frozenset(
@@ -167,6 +183,7 @@ _ENV_OTHER = frozenset(
         "PROVISION_DEBIAN_SUITE",
         "PROVISION_DEBIAN_MIRROR",
         "PROVISION_BUILD_CA_CERTS",
+        "PROVISION_EXTRA_PIP",
     }
 )
 
@@ -254,7 +271,7 @@ def load_config(
         # Another app's container must not share ChatBI's data volume by accident.
         values["volume"] = f"{values['container']}-pgdata"
     if "host" not in values and values.get("target") == "docker" and "bind" in values:
-        values["host"] = "127.0.0.1" if values["bind"] in ("0.0.0.0", "::") else values["bind"]
+        values["host"] = connect_host(values["bind"])
 
     if not databases:
         raise ConfigError(f"no databases configured in {source}", hint="add at least one entry under `databases:`")
@@ -498,8 +515,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         else:
             raise bad("a string")
     if kind == "target":
-        if value not in ("docker", "server"):
-            raise bad("'docker' or 'server'")
+        from .targets import KINDS
+
+        if value not in KINDS:
+            raise bad(" or ".join(repr(k) for k in KINDS))
     elif kind == "cleanup":
         if value not in ("background", "sync"):
             raise bad("'background' or 'sync'")
@@ -584,41 +603,71 @@ def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], in
                         raise ConfigError(f"psql variable {var} must be a single-line value ({kwhere})")
                     pairs.append((var, str(val)))
                 kwargs[key] = tuple(pairs)
-        if not kwargs.get("sql"):
+            elif key == "migrations":
+                kwargs[key] = _parse_migrations(item, name, source, lines)
+        if not kwargs.get("sql") and not kwargs.get("migrations"):
             raise ConfigError(
-                f"databases.{name} has no `sql:` sources ({dwhere})", hint="list its SQL files, globs or directories"
+                f"databases.{name} has neither `sql:` sources nor `migrations:` ({dwhere})",
+                hint="list its SQL files, globs or directories, or point `migrations:` at the app's migrations",
             )
         out.append(DatabaseConfig(**kwargs))
     return tuple(out)
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """A JSON-safe form of a resolved config (it contains the password: never log or print it)."""
-    data: dict[str, Any] = {}
-    for name in Config.__dataclass_fields__:
-        value = getattr(cfg, name)
-        if name == "databases":
-            value = [{k: getattr(db, k) for k in DatabaseConfig.__dataclass_fields__} for db in value]
-        elif isinstance(value, Path):
-            value = str(value)
-        data[name] = value
-    return data
+def _parse_migrations(value: Any, database: str, source: str, lines: Mapping[tuple[str, ...], int]) -> MigrationsConfig:
+    from .migrations import split_command
 
-
-def config_from_dict(data: Mapping[str, Any]) -> Config:
-    values = dict(data)
-    values["databases"] = tuple(
-        DatabaseConfig(
-            name=d["name"],
-            sql=tuple(d["sql"]),
-            alembic_revision=d["alembic_revision"],
-            tables=tuple(d["tables"]),
-            single_transaction=d["single_transaction"],
-            demo=d["demo"],
-            variables=tuple((k, v) for k, v in d["variables"]),
+    where = _where(source, lines, ("databases", database, "migrations"))
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"databases.{database}.migrations must be a mapping ({where})",
+            hint="for Alembic: `migrations: {alembic: alembic.ini}`; for another tool: `migrations: {command: ..., "
+            "inputs: [...]}`",
         )
-        for d in values["databases"]
-    )
-    values["server_settings"] = tuple((k, v) for k, v in values["server_settings"])
-    values["base_dir"] = Path(values["base_dir"])
-    return Config(**values)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        kwhere = _where(source, lines, ("databases", database, "migrations", key))
+        if key not in MIGRATIONS_KEYS:
+            raise ConfigError(
+                f"unknown key {key!r} in {kwhere}{_did_you_mean(key, MIGRATIONS_KEYS)}",
+                hint=f"valid keys under migrations: {', '.join(MIGRATIONS_KEYS)}",
+            )
+        if key in ("alembic", "cwd", "url_env"):
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"migrations.{key} must be a non-empty string ({kwhere})")
+            if key == "url_env" and not _VARIABLE_NAME.fullmatch(item):
+                raise ConfigError(f"migrations.url_env must be an environment variable name, got {item!r} ({kwhere})")
+            out[key] = item
+        elif key == "revision":
+            if not isinstance(item, (str, int)) or isinstance(item, bool) or not str(item) or len(str(item)) > 32:
+                raise ConfigError(f"migrations.revision must be a revision id or `head` ({kwhere})")
+            out[key] = str(item)
+        elif key == "command":
+            ok = isinstance(item, str) or (isinstance(item, list) and all(isinstance(i, str) for i in item))
+            try:
+                command = split_command(item) if ok else ()
+            except ValueError as exc:
+                raise ConfigError(f"migrations.command cannot be split into arguments: {exc} ({kwhere})") from exc
+            if not command:
+                raise ConfigError(
+                    f"migrations.command must be a command line or a list of arguments ({kwhere})",
+                    hint="e.g. `uv run alembic -c alembic.ini upgrade {revision}`",
+                )
+            out[key] = command
+        elif key == "inputs":
+            items = [item] if isinstance(item, str) else item
+            if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+                raise ConfigError(f"migrations.inputs must be a path or a list of paths ({kwhere})")
+            out[key] = tuple(items)
+        elif key == "timeout":
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or item <= 0:
+                raise ConfigError(f"migrations.timeout must be a positive number of seconds ({kwhere})")
+            out[key] = float(item)
+    if "alembic" not in out and "command" not in out:
+        raise ConfigError(
+            f"databases.{database}.migrations needs `alembic:` (the app's alembic.ini) or `command:` ({where})",
+            hint="e.g. `migrations: {alembic: alembic.ini}`",
+        )
+    if "revision" in out and "alembic" not in out:
+        raise ConfigError(f"migrations.revision needs `alembic:`: only Alembic revisions are known ({where})")
+    return MigrationsConfig(**out)

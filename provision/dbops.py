@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -15,6 +14,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .config import MAX_IDENTIFIER_BYTES
+from .endpoint import Endpoint
 from .errors import AuthFailed, LockBusy, ServerError
 
 Connection = psycopg2.extensions.connection
@@ -30,22 +30,6 @@ _SUFFIX_ROOM = 24
 
 class ServerUnavailable(ServerError):
     """The server did not accept a connection (yet); worth retrying while waiting for readiness."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and as whom to connect."""
-
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-
-    def dsn(self, dbname: str, show_password: bool = False) -> str:
-        secret = urllib.parse.quote(self.password, safe="") if show_password else "***"
-        user = urllib.parse.quote(self.user, safe="")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"postgresql://{user}:{secret}@{host}:{self.port}/{urllib.parse.quote(dbname, safe='')}"
 
 
 def connect(

@@ -145,6 +145,14 @@ def resolve_endpoint(env: Mapping[str, str]) -> tuple[str | None, Any]:
     return context.Host, context.TLSConfig
 
 
+def remote_engine_host(env: Mapping[str, str]) -> str | None:
+    """The host of a remote engine (tcp://, ssh://), whose published ports live there; None for a local one."""
+    base_url, _ = resolve_endpoint(env)
+    if base_url is None or base_url.startswith(("unix://", "npipe://")):
+        return None
+    return urllib.parse.urlparse(base_url).hostname
+
+
 class DockerEngine:
     """A connected Docker engine. The SDK client is made on first use; inspecting a container
     on a local engine goes straight to its unix socket."""

@@ -10,6 +10,7 @@ class ProvisionError(Exception):
     """
 
     exit_code = 1
+    meaning = "unexpected internal error (run with `--debug` and report it)"
     default_hint = ""
 
     def __init__(self, message: str, hint: str | None = None, detail: str | None = None) -> None:
@@ -27,12 +28,14 @@ class ConfigError(ProvisionError):
     """The configuration, a flag, or an input file is wrong. Nothing was touched."""
 
     exit_code = 2
+    meaning = "bad configuration, flag or input file: nothing was touched"
 
 
 class DockerUnavailable(ProvisionError):
     """The Docker engine cannot be reached."""
 
     exit_code = 3
+    meaning = "Docker engine unreachable (the message names the socket or `DOCKER_HOST` tried)"
     default_hint = "start the Docker engine (dockerd), or point DOCKER_HOST at a running one"
 
 
@@ -40,6 +43,7 @@ class ContainerError(ProvisionError):
     """The container or its image cannot be created, started or used as configured."""
 
     exit_code = 4
+    meaning = "container or image problem: port taken, image missing and not pullable, drift"
 
 
 class PortInUse(ContainerError):
@@ -61,12 +65,14 @@ class NotReady(ProvisionError):
     """The server did not become ready: timeout, exit, or crash loop."""
 
     exit_code = 5
+    meaning = "server not ready: timeout, container exited or restart-looping"
 
 
 class AuthFailed(ProvisionError):
     """The server refused the configured credentials."""
 
     exit_code = 6
+    meaning = "authentication failed"
     default_hint = (
         "the volume was probably initialised with another password; use that password, "
         "or run `provision down --volumes` to start from an empty volume (this deletes its data)"
@@ -77,6 +83,7 @@ class SqlError(ProvisionError):
     """A SQL source failed; the database being replaced was left as it was."""
 
     exit_code = 7
+    meaning = "SQL error or failed verification: the old database is untouched"
 
 
 class VerifyFailed(SqlError):
@@ -87,6 +94,7 @@ class LockBusy(ProvisionError):
     """Another provisioner holds the server-wide lock and --no-wait was given."""
 
     exit_code = 8
+    meaning = "another provisioner holds the lock (`--no-wait`)"
     default_hint = "wait for the other run to finish, or drop --no-wait to queue behind it"
 
 
@@ -94,9 +102,31 @@ class Refused(ProvisionError):
     """A destructive or risky action was not confirmed."""
 
     exit_code = 9
+    meaning = "refused: confirmation needed (`--yes`), or a non-local server (`--allow-remote`)"
 
 
 class ServerError(ProvisionError):
     """The server failed in a way that is not the SQL sources' fault (lost connection, disk full, ...)."""
 
     exit_code = 10
+    meaning = "server error (lost connection, disk full, ...)"
+
+
+# Exit codes that are not errors of this hierarchy.
+SUCCESS = 0
+DRIFT_FOUND = 11
+INTERRUPTED = 130
+
+
+def exit_codes() -> list[tuple[int, str]]:
+    """Every exit code provision uses and what it means: the one source for `--help` and the README."""
+    table = {SUCCESS: "success"}
+    pending: list[type[ProvisionError]] = [ProvisionError]
+    while pending:
+        cls = pending.pop()
+        # A subclass shares its parent's code and meaning unless it sets its own.
+        table.setdefault(cls.exit_code, cls.meaning)
+        pending.extend(cls.__subclasses__())
+    table[DRIFT_FOUND] = "`provision check` found drift: the schemas differ (not an error; each difference is listed)"
+    table[INTERRUPTED] = "interrupted (Ctrl-C): nothing half-built is left in place"
+    return sorted(table.items())

@@ -5,44 +5,32 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import secrets
-import signal
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from . import dbops
+from . import dbops, migrations
 from .alembic_stamp import stamp_alembic
+from .checkpoints import checkpoint
 from .config import Config, DatabaseConfig, resolve_sql_files
-from .dbops import Connection, Endpoint
-from .errors import ProvisionError, VerifyFailed
+from .dbops import Connection
+from .endpoint import Endpoint
+from .errors import ConfigError, ProvisionError, VerifyFailed
+from .events import Event, EventFn, ignore
+from .migrations import MigrationPlan, plan_migrations
 from .retry import call_with_retries
 from .sqlstream import BUILD_APP, PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
 
+# Private copies that exist only while a run holds the lock: whatever is left of them is a dead run's.
+LEFTOVER_KINDS = ("stage", "old", "check")
 # Bump when what a build produces changes for the same sources, so old templates are not reused.
 PIPELINE_VERSION = "2"
-
-
-@dataclass(frozen=True)
-class Event:
-    """Progress reported to the caller; the library never prints."""
-
-    kind: Literal["step", "info", "wait"]
-    message: str
-    database: str | None = None
-    seconds: float | None = None
-
-
-EventFn = Callable[[Event], None]
-
-
-def _ignore(event: Event) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -60,10 +48,18 @@ class BuildPlan:
     database: DatabaseConfig
     files: tuple[SourceFile, ...]
     variables: tuple[tuple[str, str], ...]
+    migrations: MigrationPlan | None = None
 
     @property
     def name(self) -> str:
         return self.database.name
+
+    @property
+    def revision(self) -> str | None:
+        """The Alembic revision the build ends at: the migrations' target, else the stamp."""
+        if self.migrations is not None and self.migrations.alembic is not None:
+            return self.migrations.revision
+        return self.database.alembic_revision
 
     def with_digests(self, digests: Mapping[Path, str]) -> BuildPlan:
         """The same plan with the sha256 of files that were hashed while streaming."""
@@ -71,7 +67,7 @@ class BuildPlan:
         return replace(self, files=files)
 
     def content_hash(self, server_version: int) -> str:
-        """Everything that decides what the build produces: sources, variables, revision, server major."""
+        """Everything that decides what the build produces: sources, variables, revision, migrations, server major."""
         h = hashlib.sha256()
         parts = [
             PIPELINE_VERSION,
@@ -81,14 +77,16 @@ class BuildPlan:
             json.dumps(self.variables),
             *(f.sha256 for f in self.files),
         ]
+        if self.migrations is not None:
+            parts += ["migrations", self.migrations.digest, self.migrations.revision or "", self.migrations.url_env]
         h.update("\x00".join(parts).encode())
         return h.hexdigest()
 
 
 def plan_database(cfg: Config, db: DatabaseConfig, hash_files: bool = True) -> BuildPlan:
-    """Resolve and check a database's sources. With hash_files=False the files' sha256 are left
-    empty, to be filled in while they stream (see with_digests): a build that skips the cache
-    then reads a large file once, not twice."""
+    """Resolve and check a database's sources and migrations. With hash_files=False the files' sha256
+    are left empty, to be filled in while they stream (see with_digests): a build that skips the
+    cache then reads a large file once, not twice."""
     files = []
     for path in resolve_sql_files(cfg, db):
         digest = hashlib.sha256()
@@ -104,7 +102,17 @@ def plan_database(cfg: Config, db: DatabaseConfig, hash_files: bool = True) -> B
     variables = tuple(db.variables)
     if db.demo:
         variables += (("scale", str(cfg.demo_scale)),)
-    return BuildPlan(db, tuple(files), variables)
+    migrations = None
+    if db.migrations is not None:
+        migrations = plan_migrations(cfg, db.name, db.migrations)
+        stamp = db.alembic_revision
+        if migrations.alembic is not None and stamp and stamp not in migrations.alembic.revisions:
+            raise ConfigError(
+                f"databases.{db.name}: alembic_revision {stamp!r} is not among the migrations, so they cannot "
+                f"continue from it ({cfg.source})",
+                hint="set alembic_revision to the revision the SQL sources correspond to",
+            )
+    return BuildPlan(db, tuple(files), variables, migrations)
 
 
 @dataclass
@@ -125,27 +133,29 @@ class Server:
     endpoint: Endpoint
     runner: PsqlRunner
     server_version: int
-    target: str = "docker"
-    container: str | None = None
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, version: str, tables: int) -> str:
-    record = {
-        "provision": version,
+def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, tables: int) -> str:
+    from . import __version__
+
+    record: dict[str, object] = {
+        "provision": __version__,
         "kind": kind,
         "database": plan.name,
         "hash": content_hash,
-        "alembic_revision": plan.database.alembic_revision,
+        "alembic_revision": plan.revision,
         "sources": [[f.display, f.sha256] for f in plan.files],
         "variables": dict(plan.variables),
         "tables": tables,
         "built_at": built_at,
         "provisioned_at": _now(),
     }
+    if plan.migrations is not None:
+        record["migrations"] = {"inputs": plan.migrations.digest, "revision": plan.migrations.revision}
     return json.dumps(record, separators=(",", ":"))
 
 
@@ -167,16 +177,6 @@ def spare_name(database: str, content_hash: str) -> str:
     return dbops.derived_name(database, "spare", content_hash[:16])
 
 
-def checkpoint(name: str) -> None:
-    """Fault-injection hook for the kill -9 tests: PROVISION_KILL_AT=<name> kills this process here.
-
-    Read at call time, never at import. Names: stage-created, sql-loaded, stamped,
-    before-swap, swapped, housekeeping-leftovers-dropped, template-built, spare-created.
-    """
-    if os.environ.get("PROVISION_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _token() -> str:
     return secrets.token_hex(4)
 
@@ -191,18 +191,36 @@ def _timed(on_event: EventFn, message: str, database: str | None) -> Iterator[No
 # ---------------------------------------------------------------- building
 
 
+@contextlib.contextmanager
+def dropped_on_failure(endpoint: Endpoint, name: str) -> Iterator[None]:
+    """On any failure inside, Ctrl-C included, drop `name` (a private copy) and re-raise."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception), dbops.connection(endpoint, application_name=BUILD_APP) as admin:
+            dbops.drop_database(admin, name)
+        raise
+
+
 def build_into(
-    server: Server, plan: BuildPlan, name: str, on_event: EventFn = _ignore, source_map: SourceMap | None = None
+    server: Server,
+    plan: BuildPlan,
+    name: str,
+    on_event: EventFn = ignore,
+    source_map: SourceMap | None = None,
+    migrate_to: str | None = None,
 ) -> int:
-    """Create `name` and build it from the plan: SQL sources, Alembic stamp, verification.
+    """Create `name` and build it from the plan: SQL sources, Alembic stamp, migrations, verification.
 
     Returns the number of tables; `source_map`, if given, gets the files' line spans and sha256.
+    `migrate_to` runs the migrations to that revision instead of the plan's (`provision check`).
     On any failure, Ctrl-C included, `name` is dropped again and the error is raised.
     """
     with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
         dbops.create_database(admin, name)
-        try:
-            checkpoint("stage-created")
+    with dropped_on_failure(server.endpoint, name):
+        checkpoint("stage-created")
+        if plan.files:
             source_map = SourceMap() if source_map is None else source_map
             with _timed(on_event, f"load {len(plan.files)} SQL file(s)", plan.name):
                 output = server.runner.run(
@@ -213,35 +231,43 @@ def build_into(
             if output.exit_code != 0:
                 raise describe_psql_failure(plan.name, output, source_map)
             checkpoint("sql-loaded")
-            with dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn:
-                if plan.database.alembic_revision:
-                    with _timed(on_event, f"stamp alembic {plan.database.alembic_revision}", plan.name):
-                        with dbops.server_errors(f"stamping alembic in {plan.name}"):
-                            stamp_alembic(conn, plan.database.alembic_revision)
-                    checkpoint("stamped")
-                verify(conn, plan)
-                return dbops.table_count(conn)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                dbops.drop_database(admin, name)
-            raise
+        if plan.database.alembic_revision:
+            with (
+                _timed(on_event, f"stamp alembic {plan.database.alembic_revision}", plan.name),
+                dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn,
+                dbops.server_errors(f"stamping alembic in {plan.name}"),
+            ):
+                stamp_alembic(conn, plan.database.alembic_revision)
+            checkpoint("stamped")
+        if plan.migrations is not None:
+            target = migrate_to or plan.revision
+            with _timed(on_event, f"run the migrations{' to ' + target if target else ''}", plan.name):
+                migrations.run(plan.migrations, server.endpoint, name, plan.name, revision=migrate_to)
+            checkpoint("migrated")
+        with dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn:
+            verify(conn, plan, migrate_to or plan.revision)
+            return dbops.table_count(conn)
 
 
-def verify(conn: Connection, plan: BuildPlan) -> None:
+def verify(conn: Connection, plan: BuildPlan, revision: str | None) -> None:
+    """The expected tables exist, and alembic_version holds exactly `revision` (when there is one)."""
     missing = dbops.missing_tables(conn, plan.database.tables)
     if missing:
         raise VerifyFailed(
-            f"{plan.name}: the SQL ran, but these expected tables are missing: {', '.join(missing)}",
-            hint="check the SQL sources, or the `tables:` list for this database",
+            f"{plan.name}: the build ran, but these expected tables are missing: {', '.join(missing)}",
+            hint="check the SQL sources and migrations, or the `tables:` list for this database",
         )
-    if plan.database.alembic_revision:
+    if revision:
         versions = dbops.alembic_versions(conn)
-        if versions != [plan.database.alembic_revision]:
-            raise VerifyFailed(f"{plan.name}: alembic_version holds {versions}, expected one row")
+        if versions != [revision]:
+            raise VerifyFailed(
+                f"{plan.name}: alembic_version holds {versions}, expected exactly [{revision!r}]",
+                hint="the migrations did not end at the expected revision; check `migrations.command`",
+            )
 
 
 def cleanup_leftovers(
-    admin: Connection, names: Sequence[str], on_event: EventFn = _ignore, what: str = "leftovers of earlier runs"
+    admin: Connection, names: Sequence[str], on_event: EventFn = ignore, what: str = "leftovers of earlier runs"
 ) -> list[str]:
     """Drop staging and swapped-out copies: a crashed run's, or the ones this run just replaced. Call under the lock.
 
@@ -253,7 +279,7 @@ def cleanup_leftovers(
     rows = dbops.list_databases(admin)
     dropped = []
     for database in names:
-        prefixes = (dbops.derived_prefix(database, "stage"), dbops.derived_prefix(database, "old"))
+        prefixes = tuple(dbops.derived_prefix(database, kind) for kind in LEFTOVER_KINDS)
         for row in rows:
             if row.startswith(prefixes):
                 dbops.drop_database(admin, row)
@@ -298,7 +324,7 @@ def _from_cache(
     return Prepared(plan, stage, "cloned", content_hash, built_at, tables)
 
 
-def _build(server: Server, plan: BuildPlan, version: str, on_event: EventFn, template_now: bool) -> Prepared:
+def _build(server: Server, plan: BuildPlan, on_event: EventFn, template_now: bool) -> Prepared:
     """Build from the SQL; with `template_now` also clone the result into the cache before it is swapped
     in (cheaper than building the template again later, when the caller waits for the tidy-up anyway)."""
     stage = dbops.derived_name(plan.name, "stage", _token())
@@ -307,12 +333,8 @@ def _build(server: Server, plan: BuildPlan, version: str, on_event: EventFn, tem
     plan = plan.with_digests(streamed.digests)
     content_hash = plan.content_hash(server.server_version)
     if template_now:
-        try:
-            ensure_template(server, plan, version, on_event, clone_from=(stage, tables))
-        except BaseException:
-            with contextlib.suppress(Exception), dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
-                dbops.drop_database(admin, stage)
-            raise
+        with dropped_on_failure(server.endpoint, stage):
+            ensure_template(server, plan, on_event, clone_from=(stage, tables))
     return Prepared(plan, stage, "built", content_hash, _now(), tables)
 
 
@@ -321,8 +343,7 @@ def fresh_databases(
     admin: Connection,
     plans: Sequence[BuildPlan],
     use_cache: bool,
-    version: str,
-    on_event: EventFn = _ignore,
+    on_event: EventFn = ignore,
     parallel: bool = True,
     template_now: bool = False,
 ) -> list[DatabaseResult]:
@@ -347,21 +368,31 @@ def fresh_databases(
                 else:
                     prepared.append(hit)
 
+        cancelled = threading.Event()
+
         def work(plan: BuildPlan) -> None:
             try:
-                prepared.append(_build(server, plan, version, on_event, use_cache and template_now))
+                if cancelled.is_set():
+                    raise KeyboardInterrupt
+                prepared.append(_build(server, plan, on_event, use_cache and template_now))
             except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
                 errors.append(exc)
 
         if parallel and len(to_build) > 1:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="provision-build") as pool:
+                futures = [pool.submit(work, plan) for plan in to_build]
                 try:
-                    list(pool.map(work, to_build))
+                    for future in futures:
+                        future.result()
                 except KeyboardInterrupt:
                     # Ctrl-C reaches only this thread; end the builds' sessions in the server so
-                    # their psql stops now instead of running to the end of its input.
+                    # their psql stops now instead of running to the end of its input. Again until
+                    # every build has stopped: one may open its session after the first round.
+                    cancelled.set()
                     with contextlib.suppress(Exception):
-                        dbops.terminate_application(admin, BUILD_APP)
+                        while not all(future.done() for future in futures):
+                            dbops.terminate_application(admin, BUILD_APP)
+                            time.sleep(0.1)
                     raise
         else:
             for plan in to_build:
@@ -372,7 +403,7 @@ def fresh_databases(
             raise next((e for e in errors if isinstance(e, ProvisionError)), errors[0])
         order = {plan.name: i for i, plan in enumerate(plans)}
         prepared.sort(key=lambda p: order[p.plan.name])
-        results = _swap_all(admin, prepared, version, on_event)
+        results = _swap_all(admin, prepared, on_event)
     except BaseException:
         # Under the lock every staging copy of these databases is this run's (or a dead run's),
         # including one whose own clean-up was cut short by Ctrl-C.
@@ -384,7 +415,7 @@ def fresh_databases(
     return results
 
 
-def _swap_all(admin: Connection, prepared: Sequence[Prepared], version: str, on_event: EventFn) -> list[DatabaseResult]:
+def _swap_all(admin: Connection, prepared: Sequence[Prepared], on_event: EventFn) -> list[DatabaseResult]:
     started = time.monotonic()
     existing = dbops.list_databases(admin)
     olds = {
@@ -396,7 +427,7 @@ def _swap_all(admin: Connection, prepared: Sequence[Prepared], version: str, on_
             p.plan.name,
             p.stage,
             olds[p.plan.name],
-            provenance(p.plan, p.content_hash, "database", p.built_at, version, p.tables),
+            provenance(p.plan, p.content_hash, "database", p.built_at, p.tables),
         )
         for p in prepared
     ]
@@ -423,7 +454,7 @@ def _swap_all(admin: Connection, prepared: Sequence[Prepared], version: str, on_
             seconds=0.0,
             content_hash=p.content_hash,
             tables=p.tables,
-            alembic_revision=p.plan.database.alembic_revision,
+            alembic_revision=p.plan.revision,
             replaced=olds[p.plan.name] is not None,
         )
         for p in prepared
@@ -436,8 +467,7 @@ def _swap_all(admin: Connection, prepared: Sequence[Prepared], version: str, on_
 def ensure_template(
     server: Server,
     plan: BuildPlan,
-    version: str,
-    on_event: EventFn = _ignore,
+    on_event: EventFn = ignore,
     clone_from: tuple[str, int] | None = None,
 ) -> str:
     """Make sure the template for the plan's current content exists; build it if not. Call under the lock.
@@ -462,15 +492,13 @@ def ensure_template(
             tables = clone_from[1]
         else:
             tables = build_into(server, plan, stage, on_event)
-        try:
-            with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
-                comment = provenance(plan, content_hash, "template", _now(), version, tables)
-                with dbops.server_errors(f"marking the template of {plan.name}"):
-                    dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
-        except BaseException:
-            with contextlib.suppress(Exception), dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
-                dbops.drop_database(admin, stage)
-            raise
+        with (
+            dropped_on_failure(server.endpoint, stage),
+            dbops.connection(server.endpoint, application_name=BUILD_APP) as admin,
+        ):
+            comment = provenance(plan, content_hash, "template", _now(), tables)
+            with dbops.server_errors(f"marking the template of {plan.name}"):
+                dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
     return tpl
 
 
@@ -479,8 +507,7 @@ def housekeep(
     plans: Sequence[BuildPlan],
     keep_templates: int,
     use_cache: bool,
-    version: str,
-    on_event: EventFn = _ignore,
+    on_event: EventFn = ignore,
 ) -> None:
     """Drop swapped-out copies, make sure each database has a template and one spare copy, prune old templates.
 
@@ -493,7 +520,7 @@ def housekeep(
         return
     for plan in plans:
         content_hash = plan.content_hash(server.server_version)
-        tpl = ensure_template(server, plan, version, on_event)
+        tpl = ensure_template(server, plan, on_event)
         checkpoint("template-built")
         spare = spare_name(plan.name, content_hash)
         with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
@@ -508,9 +535,7 @@ def housekeep(
             prune_templates(admin, plan.name, keep=keep_templates, current=tpl, on_event=on_event)
 
 
-def prune_templates(
-    admin: Connection, database: str, keep: int, current: str, on_event: EventFn = _ignore
-) -> list[str]:
+def prune_templates(admin: Connection, database: str, keep: int, current: str, on_event: EventFn = ignore) -> list[str]:
     """Keep the newest `keep` templates of `database` (always the current one); drop the rest."""
     prefix = dbops.derived_prefix(database, "tpl")
     rows = dbops.list_databases(admin)

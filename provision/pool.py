@@ -9,7 +9,8 @@ import threading
 from collections.abc import Sequence
 
 from . import dbops
-from .dbops import Connection, Endpoint
+from .dbops import Connection
+from .endpoint import Endpoint
 from .errors import ProvisionError, ServerError
 
 _STOP = ""

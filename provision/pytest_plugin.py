@@ -81,14 +81,14 @@ class ProvisionSession:
         return self.pools[database]
 
     def acquire(self, database: str) -> ProvisionedDatabase:
-        import psycopg2
+        from . import dbops
 
         name = self.pool(database).acquire()
         self.owners[name] = database
         ep = self.templates.endpoint
-        conn = psycopg2.connect(
-            host=ep.host, port=ep.port, user=ep.user, password=ep.password, dbname=name, application_name="pytest"
-        )
+        conn = dbops.connect(ep, name, application_name="pytest")
+        # Tests get a connection as psycopg2 makes it: in a transaction until they commit.
+        conn.autocommit = False
         return ProvisionedDatabase(name, ep.dsn(name, show_password=True), conn)
 
     def release(self, db: ProvisionedDatabase) -> None:

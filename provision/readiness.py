@@ -1,16 +1,23 @@
-"""Waits until the server really accepts logins, polling fast with an overall deadline."""
+"""Waits until the server really accepts logins, polling fast with a deadline, and probes a container meanwhile."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .dbops import Endpoint, ServerUnavailable, connect
+from .dbops import ServerUnavailable, connect
+from .endpoint import Endpoint
 from .errors import NotReady
 from .retry import call_with_retries
 
+if TYPE_CHECKING:
+    from .docker_engine import ContainerInfo
+
 POLL_SECONDS = 0.03
+# How long a cleanly stopped container may stay stopped while we wait (a `docker restart`).
+RESTART_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,60 @@ def _tail_detail(log_tail: Callable[[], str] | None) -> str | None:
     if log_tail is None:
         return None
     return "last lines of the container log:\n" + log_tail()
+
+
+class ContainerProbe:
+    """What readiness needs from a container on every poll: fail at once if it exited or
+    restart-loops, and its host port as it is now (a restart on `port: 0` gets a new one)."""
+
+    def __init__(
+        self,
+        name: str,
+        find: Callable[[], ContainerInfo | None],
+        log_tail: Callable[[], str],
+        endpoint_at: Callable[[int], Endpoint],
+    ) -> None:
+        self.name = name
+        self.find = find
+        self.log_tail = log_tail
+        self.endpoint_at = endpoint_at
+        self.initial_restarts: int | None = None
+        self.port: int | None = None
+        self.stopped_since: float | None = None
+
+    def check(self) -> None:
+        name = self.name
+        info = self.find()
+        if info is None:
+            raise NotReady(f"container {name} disappeared while waiting for it", hint="run `provision up` again")
+        if self.initial_restarts is None:
+            self.initial_restarts = info.restart_count
+        if info.status == "exited" and info.exit_code == 0 and not info.oom_killed:
+            # A clean stop: `docker restart` passes through this state, so give it a moment to
+            # come back before calling it dead. A crash (non-zero exit) fails at once.
+            now = time.monotonic()
+            self.stopped_since = self.stopped_since or now
+            if now - self.stopped_since < RESTART_GRACE_SECONDS:
+                raise ServerUnavailable(f"container {name} is stopped; waiting briefly in case it is restarting")
+        else:
+            self.stopped_since = None
+        if info.status in ("exited", "dead", "restarting") or info.restart_count > self.initial_restarts:
+            what = (
+                f"exited with code {info.exit_code}" + (" (killed: out of memory)" if info.oom_killed else "")
+                if info.status in ("exited", "dead")
+                else "is restarting in a loop"
+            )
+            stopped = info.status == "exited" and info.exit_code == 0
+            raise NotReady(
+                f"container {name} {what} before the server was ready",
+                hint="it was stopped; `provision up` starts it"
+                if stopped
+                else "the log below says why; a bad server_settings value or a broken init script are common causes",
+                detail="last lines of the container log:\n" + self.log_tail(),
+            )
+        self.port = info.host_port
+
+    def endpoint(self) -> Endpoint:
+        if self.port is None:
+            raise ServerUnavailable("the container has no published port yet")
+        return self.endpoint_at(self.port)

@@ -13,9 +13,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .errors import ConfigError, ProvisionError, ServerError, SqlError
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
 
 # The application_name of every session that builds or clones (psql included), so that a killed
 # run's server-side work can be found and ended by the next run.
@@ -86,7 +89,7 @@ def stream_files(files: Sequence[Path], source_map: SourceMap, chunk_bytes: int 
         source_map.digests[path] = digest.hexdigest()
 
 
-class _Tail:
+class Tail:
     """Keeps the first and the last few KiB of a stream."""
 
     def __init__(self, limit: int = KEEP_OUTPUT_BYTES) -> None:
@@ -141,7 +144,7 @@ def pump(
 
     thread = threading.Thread(target=writer, name="provision-sql-writer", daemon=True)
     thread.start()
-    out, err = _Tail(), _Tail()
+    out, err = Tail(), Tail()
     for stream, data in receive():
         (err if stream == 2 else out).add(data)
     thread.join()
@@ -224,21 +227,19 @@ def find_local_psql() -> str:
 class LocalPsql:
     """Runs a local psql over the network (the server target). The password goes in the environment."""
 
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
+    endpoint: Endpoint
     psql: str = field(default_factory=find_local_psql)
 
     def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
-        env = dict(os.environ, PGPASSWORD=self.password, PGAPPNAME=BUILD_APP, PGCONNECT_TIMEOUT="10")
-        argv = [self.psql, "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", database, *args]
+        ep = self.endpoint
+        env = dict(os.environ, PGPASSWORD=ep.password, PGAPPNAME=BUILD_APP, PGCONNECT_TIMEOUT="10")
+        argv = [self.psql, "-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", database, *args]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         # Unbuffered pipes are BufferedReader/BufferedWriter at run time; typeshed says IO[bytes].
         stdin = cast(io.BufferedWriter, proc.stdin)
         stdout = cast(io.BufferedReader, proc.stdout)
         stderr = cast(io.BufferedReader, proc.stderr)
-        err_tail = _Tail()
+        err_tail = Tail()
 
         def read_stderr() -> None:
             while data := stderr.read1(65536):

@@ -7,11 +7,13 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import yaml
 
@@ -144,3 +146,71 @@ def run_cli(
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
+
+
+# ---------------------------------------------------------------- reading a project's databases
+
+
+def connect(project: Project, dbname: str, autocommit: bool = True) -> Any:
+    """A psycopg2 connection to one of the project's databases, found through the real `provision url`."""
+    result = run_cli("-c", str(project.path), "url", "--show-password", cwd=project.dir)
+    assert result.returncode == 0, result.stderr
+    url = urllib.parse.urlparse(result.stdout.strip())
+    conn = psycopg2.connect(
+        host=url.hostname,
+        port=url.port,
+        user=url.username,
+        password=urllib.parse.unquote(url.password or ""),
+        dbname=dbname,
+    )
+    conn.autocommit = autocommit
+    return conn
+
+
+def query(project: Project, dbname: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    conn = connect(project, dbname)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def databases(project: Project) -> set[str]:
+    return {r[0] for r in query(project, "postgres", "SELECT datname FROM pg_database")}
+
+
+def fresh(project: Project, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real `provision fresh` for the project."""
+    return run_cli("-c", str(project.path), "fresh", *args, cwd=project.dir, **kwargs)
+
+
+# ---------------------------------------------------------------- the app's own migrations
+
+ALEMBIC_EXAMPLE = REPO / "examples" / "chatbi-alembic"
+HEAD = "0002_chat_sessions_pinned_at"
+
+
+def use_alembic_example(project: Project, *, demo: bool = False) -> Project:
+    """Copy examples/chatbi-alembic (alembic.ini, migrations/) beside the project's config and build
+    its databases the example's way: bootstrap SQL, stamp 0001, then the app's migrations to head."""
+    import shutil
+
+    shutil.copy(ALEMBIC_EXAMPLE / "alembic.ini", project.dir / "alembic.ini")
+    shutil.copytree(
+        ALEMBIC_EXAMPLE / "migrations", project.dir / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    example = yaml.safe_load((ALEMBIC_EXAMPLE / "provision.yaml").read_text())
+    databases = {name: spec for name, spec in example["databases"].items() if demo or name == "chatbi"}
+    return project.write(databases=databases)
+
+
+def alembic_cli(project: Project, *args: str, database: str = "chatbi") -> subprocess.CompletedProcess[str]:
+    """Run the real `alembic` of this environment against one of the project's databases."""
+    url = run_cli("-c", str(project.path), "url", database, "--show-password", cwd=project.dir).stdout.strip()
+    alembic = Path(sys.executable).parent / "alembic"
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.run(
+        [str(alembic), "-c", "alembic.ini", *args], capture_output=True, text=True, cwd=project.dir, env=env, timeout=60
+    )

@@ -224,8 +224,10 @@ class Faults:
             sql, params = "INSERT INTO categories (name) VALUES (%s)", (MARKER,)
         self.query(project, database, sql, params)
 
-    def classify(self, project: Any, database: str) -> str:
-        """'old' (marker present) or 'new' (marker absent); AssertionError if missing or incomplete."""
+    def classify(self, project: Any, database: str, revision: str = ALEMBIC_REVISION) -> str:
+        """'old' (marker present) or 'new' (marker absent); AssertionError if missing or incomplete.
+
+        chatbi must hold exactly `revision` in alembic_version (the stamp, or the migrations' head)."""
         names = self.databases(project)
         assert database in names, f"{database} is MISSING; databases on the server: {sorted(names)}"
         conn = self.connect(project, database)
@@ -241,7 +243,7 @@ class Faults:
                     assert has_alembic, "chatbi has no alembic_version table"
                     cur.execute("SELECT version_num FROM alembic_version")
                     versions = [r[0] for r in cur.fetchall()]
-                    assert versions == [ALEMBIC_REVISION], f"chatbi alembic_version holds {versions}"
+                    assert versions == [revision], f"chatbi alembic_version holds {versions}, expected {revision}"
                     cur.execute(
                         "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
                     )

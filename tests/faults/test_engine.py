@@ -162,10 +162,7 @@ def _in_thread(action: Any, delay: float) -> threading.Thread:
     ],
 )
 def test_server_restart_during_wait(server: Any, faults: Any, docker_client: Any, tally: Any, scenario: str) -> None:
-    """`wait` across a server restart ends ready (0) or fails clearly and at once (5, naming the container).
-
-    The exit code table says 5 for "server not ready (timeout, container exited or restart-looping)".
-    """
+    """`wait` across a server restart ends ready (exit 0): a clean stop gets a grace period to come back."""
     project = server
     timeout = 25
 
@@ -201,14 +198,11 @@ def test_server_restart_during_wait(server: Any, faults: Any, docker_client: Any
     )
 
     assert "Traceback" not in out + err, shown
-    assert proc.returncode in (0, 5), "wait across a restart must end ready (0) or not-ready (5)\n" + shown
-    if proc.returncode == 0:
-        assert "ready on" in out, shown
-    else:
-        # A clear failure names what happened, at once; running into the timeout while the
-        # restarted server is ready is not clear (it would mean wait polls a stale address).
-        assert f"Error: container {project.name}" in err and "not ready after" not in err, shown
-        assert elapsed < timeout, shown
+    # A restarted container is the same server: the 3 s restart grace and the port followed on
+    # every poll must carry wait through to ready, in every scenario.
+    assert proc.returncode == 0, "wait across a restart must end ready (0)\n" + shown
+    assert "ready on" in out, shown
+    assert elapsed < timeout, shown
 
     # Whatever wait said, the server comes back and a new wait succeeds.
     _allow_connections(faults, project, True)

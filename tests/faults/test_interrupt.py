@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import Project
-from tests.integration.test_fresh import databases, fresh, query
+from tests.conftest import Project, databases, fresh, query
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -112,9 +112,9 @@ def _wait_for_housekeeping(project: Any) -> None:
 
 
 def test_password_never_in_argv_output_or_logs(guarded: Any, faults: Any, tally: Any) -> None:
-    from provision import api
+    from provision import housekeeping
 
-    log = Path(api.housekeeping_log())
+    log = Path(housekeeping.log_path())
     log_offset = log.stat().st_size if log.exists() else 0
 
     with ArgvScanner((CORE,)) as scanner:

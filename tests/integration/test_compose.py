@@ -24,6 +24,7 @@ import psycopg2
 import pytest
 
 from provision.config import CHATBI_TABLES, DEMO_TABLES
+from tests.conftest import HEAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.compose]
 
@@ -66,12 +67,14 @@ class ComposeProject:
     def __init__(self, name: str, env: dict[str, str]) -> None:
         self.name = name
         self.env = env
+        self.files = [COMPOSE_FILE]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         compose = shutil.which("docker-compose")
         assert compose is not None
+        files = [arg for path in self.files for arg in ("-f", str(path))]
         return subprocess.run(
-            [compose, "-f", str(COMPOSE_FILE), "-p", self.name, *args],
+            [compose, *files, "-p", self.name, *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -204,3 +207,25 @@ def test_compose_stack_provisions_then_starts_the_app(
         assert report[name]["stale"] is False, report[name]
     assert report["chatbi"]["alembic_versions"] == ["0001_initial_schema"]
     print(f"docker-compose up -d --build: {up_seconds:.1f}s")
+
+
+def test_compose_one_shot_runs_the_apps_migrations(compose_project: ComposeProject, docker_client: Any) -> None:
+    """compose/migrations.yml mounts examples/chatbi-alembic into the one-shot, whose image has
+    Alembic (EXTRA_PIP): chatbi ends at the migrations' head before the app starts."""
+    compose_project.files.append(REPO / "compose" / "migrations.yml")
+    compose_project.env["PROVISION_EXTRA_PIP"] = "alembic sqlalchemy"
+    up = compose_project.run("up", "-d", "--build", timeout=BUILD_TIMEOUT)
+    assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+    containers = compose_project.containers(docker_client)
+
+    def exited(service: str) -> bool:
+        containers[service].reload()
+        return bool(containers[service].attrs["State"]["Status"] == "exited")
+
+    _wait_for("the app container to finish", lambda: exited("app"), timeout=120)
+    logs = compose_project.run("logs", "--no-color", "provision", "app").stdout
+    assert containers["provision"].attrs["State"]["ExitCode"] == 0, logs
+    assert containers["app"].attrs["State"]["ExitCode"] == 0, logs
+    assert f"run the migrations to {HEAD}" in logs, logs
+    assert f"tables at alembic {HEAD};" in logs, logs
+    assert PASSWORD not in logs

@@ -11,15 +11,17 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import HEAD, Project, use_alembic_example
 
 pytestmark = pytest.mark.integration
 
 SAMPLE = Path(__file__).resolve().parents[1] / "plugin_sample"
 
 
-def run_sample(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+def run_sample(project: Project, *args: str, revision: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "PYTEST_"))}
+    if revision:
+        env["SAMPLE_EXPECT_REVISION"] = revision
     return subprocess.run(
         [
             sys.executable,
@@ -117,3 +119,26 @@ def test_changed_sql_rebuilds_only_that_template(project: Project, docker_client
     assert {n for n in before if n.startswith("chatbi_demo__tpl_")} == {
         n for n in after if n.startswith("chatbi_demo__tpl_")
     }
+
+
+def test_sample_suite_against_the_alembic_example_at_head(project: Project, docker_client: Any) -> None:
+    """Templates are built by the app's migrations (at head), and rebuilt when a migration changes."""
+    use_alembic_example(project, demo=True)
+    result = run_sample(project, "-p", "xdist", "-n", "2", revision=HEAD)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "50 passed" in result.stdout
+    container = project.name + "-test"
+    before = {n for n in list_databases(docker_client, container) if n.startswith("chatbi__tpl_")}
+    assert len(before) == 1
+
+    versions = project.dir / "migrations" / "versions"
+    (versions / "0003_app_users_locale.py").write_text(
+        '"""Add app_users.locale."""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        'revision = "0003_app_users_locale"\ndown_revision = "0002_chat_sessions_pinned_at"\n\n\n'
+        'def upgrade() -> None:\n    op.add_column("app_users", sa.Column("locale", sa.Text()))\n\n\n'
+        'def downgrade() -> None:\n    op.drop_column("app_users", "locale")\n'
+    )
+    again = run_sample(project, "-k", "private_chatbi and 3", revision="0003_app_users_locale")
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = {n for n in list_databases(docker_client, container) if n.startswith("chatbi__tpl_")}
+    assert len(after - before) == 1, (before, after)

@@ -25,6 +25,7 @@ import yaml
 
 from provision import api
 from provision.config import CHATBI_TABLES, DEMO_TABLES
+from tests.conftest import HEAD, Project, use_alembic_example
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +133,7 @@ class ArgvWatcher:
                         argv = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode("utf-8", "replace")
                     except OSError:
                         continue
-                    if "psql" in argv or "provision" in argv:
+                    if "psql" in argv or "provision" in argv or "alembic" in argv:
                         self.seen.add(argv)
             time.sleep(0.02)
 
@@ -372,8 +373,14 @@ def test_a_reachable_remote_server_is_untouched_without_allow_remote(
     before = server.connections_logged()
     refused = cli(*args, "fresh", "--yes", "--only", "chatbi", env=_env(), cwd=tmp_path)
     assert refused.returncode == 9, refused.stderr
-    time.sleep(0.5)  # the server logs a connection as it arrives; give a stray one time to show up
-    assert server.connections_logged() == before, "provision connected although it refused"
+    # The server logs connections in the order they arrive: once our own marker connection is in
+    # the log, any connection provision made before it would be there too.
+    server.connect().close()
+    deadline = time.monotonic() + 10
+    while server.connections_logged() == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.connections_logged() == before + 1, "provision connected although it refused"
+    before += 1
 
     config = tmp_path / "remote.yaml"
     config.write_text(yaml.safe_dump({"cleanup": "sync"}))
@@ -381,3 +388,26 @@ def test_a_reachable_remote_server_is_untouched_without_allow_remote(
     assert allowed.returncode == 0, allowed.stderr
     assert server.connections_logged() > before
     _no_password(refused, allowed)
+
+
+def test_migrations_run_against_a_server_target_with_the_password_only_in_their_environment(
+    server: PlainServer, cli: Cli, tmp_path: Path
+) -> None:
+    """The example's Alembic migrations reach head on an existing server; the URL they get carries a
+    password full of URL-special characters, which must survive quoting and never show in argv."""
+    project = use_alembic_example(Project(tmp_path / "server.yaml", "unused", {"cleanup": "sync"}).write())
+    args = ["-c", str(project.path), *server.flags()]
+    with ArgvWatcher() as argv:
+        built = cli(*args, "fresh", "--yes", env=_env(), cwd=tmp_path)
+        checked = cli(*args, "check", env=_env(), cwd=tmp_path)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert any("alembic" in seen for seen in argv.seen), "the watcher never saw the migrations run"
+    for seen in argv.seen:
+        assert PASSWORD not in seen and "p@ss" not in seen, seen
+    _no_password(built, checked)
+    conn = server.connect("chatbi")
+    try:
+        assert _rows(conn, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    finally:
+        conn.close()

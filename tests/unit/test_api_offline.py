@@ -9,6 +9,7 @@ import pytest
 from provision import api
 from provision.config import Config, load_config
 from provision.errors import ConfigError, Refused
+from provision.targets import make_target
 
 
 @pytest.fixture
@@ -72,16 +73,16 @@ def test_docker_only_verbs_refuse_a_server_target(defaults: Config) -> None:
 def test_remote_server_needs_allow_remote(defaults: Config, host: str) -> None:
     remote = defaults.with_overrides(target="server", host=host)
     with pytest.raises(Refused) as info:
-        api._check_remote(remote)
+        make_target(remote).check_writable()
     assert info.value.exit_code == 9
     assert host in str(info.value)
     assert "--allow-remote" in info.value.hint
-    api._check_remote(remote.with_overrides(allow_remote=True))
+    make_target(remote.with_overrides(allow_remote=True)).check_writable()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
 def test_local_server_is_allowed(defaults: Config, host: str) -> None:
-    api._check_remote(defaults.with_overrides(target="server", host=host))
+    make_target(defaults.with_overrides(target="server", host=host)).check_writable()
 
 
 def test_config_for_tests_uses_a_private_fast_container(defaults: Config) -> None:

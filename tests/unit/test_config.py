@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ from provision.config import (
     CHATBI_TABLES,
     DEMO_TABLES,
     Config,
-    config_from_dict,
-    config_to_dict,
     is_local_host,
     load_config,
 )
@@ -302,8 +299,8 @@ def test_wrong_type_names_key_file_and_line(write_yaml: Callable[..., Path], tex
         ("databases:\n  app:\n    sql: a.sql\n    variables: [a]\n", "variables must be a mapping"),
         ("databases:\n  app:\n    sql: a.sql\n    variables: {'bad-name': 1}\n", "invalid psql variable name"),
         ('databases:\n  app:\n    sql: a.sql\n    variables: {v: "a\\nb"}\n', "single-line value"),
-        ("databases:\n  app: {}\n", "has no `sql:` sources"),
-        ("databases:\n  app:\n", "has no `sql:` sources"),
+        ("databases:\n  app: {}\n", "has neither `sql:` sources nor `migrations:`"),
+        ("databases:\n  app:\n", "has neither `sql:` sources nor `migrations:`"),
         ("databases:\n  app: a.sql\n", "must be a mapping of settings"),
         ("databases: [app]\n", "databases must be a mapping"),
         ("databases: {}\n", "no databases configured"),
@@ -487,7 +484,17 @@ def test_numeric_looking_password_is_kept_or_refused(write_yaml: Callable[..., P
 # ---------------------------------------------------------------- misc
 
 
-def test_config_dict_round_trip_through_json(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+def test_housekeeping_job_carries_a_config_the_child_can_build_from(
+    tmp_path: Path, write_yaml: Callable[..., Path]
+) -> None:
+    """The detached tidy-up gets the config as a pickle: it must resolve the same sources, with the
+    same variables and password, from any working directory."""
+    import pickle
+
+    from provision.endpoint import Endpoint
+    from provision.housekeeping import Job
+    from provision.pipeline import plan_database
+
     (tmp_path / "a.sql").write_text("select 1;\n")
     path = write_yaml(
         "container: app\nport: 0\nserver_settings: {fsync: off}\n"
@@ -495,17 +502,14 @@ def test_config_dict_round_trip_through_json(tmp_path: Path, write_yaml: Callabl
         "    alembic_revision: abc\n    single_transaction: false\n"
     )
     cfg = load(path, env={"PROVISION_PASSWORD": "p@ss w'rd\"$\\é"})
-    data = config_to_dict(cfg)
-    restored = config_from_dict(json.loads(json.dumps(data)))
-    assert restored == cfg
-    assert isinstance(restored, Config)
-    assert restored.databases[0].variables == (("n", "2"),)
-    assert restored.base_dir == tmp_path
-
-
-def test_config_dict_round_trip_of_defaults(tmp_path: Path) -> None:
-    cfg = load(cwd=tmp_path)
-    assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+    job = pickle.loads(pickle.dumps(Job(cfg, Endpoint("127.0.0.1", 5432, "u", "p"), ("app",), True)))
+    plan = plan_database(job.config, job.config.database("app"))
+    original = plan_database(cfg, cfg.database("app"))
+    assert [f.path for f in plan.files] == [tmp_path / "a.sql"]
+    assert plan.variables == (("n", "2"),)
+    assert plan.content_hash(170000) == original.content_hash(170000)
+    assert job.config.password == "p@ss w'rd\"$\\é"
+    assert dict(job.config.server_settings) == {"fsync": "off"}
 
 
 @pytest.mark.parametrize(

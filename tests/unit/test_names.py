@@ -7,7 +7,8 @@ import urllib.parse
 import pytest
 
 from provision import dbops
-from provision.dbops import Endpoint, derived_name, derived_prefix
+from provision.dbops import derived_name, derived_prefix
+from provision.endpoint import Endpoint
 from provision.pipeline import spare_name, template_name
 from provision.pool import _token_of, new_session_token, pool_name, pool_prefix
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import provision
 from provision.config import Config, DatabaseConfig, default_databases
 from provision.pipeline import BuildPlan, plan_database, provenance, read_provenance
 
@@ -120,13 +121,13 @@ def test_content_hash_ignores_where_the_files_are(tmp_path: Path) -> None:
 def test_provenance_round_trip(project: Config) -> None:
     plan = plan_database(project, project.databases[0])
     content_hash = plan.content_hash(PG17_2)
-    comment = provenance(plan, content_hash, "database", "2024-01-02T03:04:05+00:00", "9.9.9", 16)
+    comment = provenance(plan, content_hash, "database", "2024-01-02T03:04:05+00:00", 16)
     record = read_provenance(comment)
     assert record is not None
     assert record["hash"] == content_hash
     assert record["database"] == "app"
     assert record["kind"] == "database"
-    assert record["provision"] == "9.9.9"
+    assert record["provision"] == provision.__version__
     assert record["alembic_revision"] == "0001"
     assert record["built_at"] == "2024-01-02T03:04:05+00:00"
     assert record["tables"] == 16

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from provision.endpoint import Endpoint
 from provision.errors import ConfigError, ServerError, SqlError
 from provision.sqlstream import (
     CHUNK_BYTES,
     LocalPsql,
     PsqlOutput,
     SourceMap,
-    _Tail,
+    Tail,
     describe_psql_failure,
     find_local_psql,
     psql_args,
@@ -282,13 +283,13 @@ def test_pump_ignores_errors_when_closing() -> None:
 
 
 def test_tail_keeps_head_and_tail_only() -> None:
-    tail = _Tail(limit=4)
+    tail = Tail(limit=4)
     for piece in (b"abc", b"defgh", b"ijklmn"):
         tail.add(piece)
     assert tail.head == b"abcd"
     assert tail.tail == b"klmn"
     assert tail.text() == "abcd\n...\nklmn"
-    short = _Tail(limit=10)
+    short = Tail(limit=10)
     short.add(b"abc")
     assert short.text() == "abc"
 
@@ -356,7 +357,7 @@ def fake_psql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_local_psql_streams_stdin_and_keeps_the_password_out_of_argv(fake_psql: Path) -> None:
     password = "p@ss w'rd\"$\\é"
-    runner = LocalPsql("127.0.0.1", 6543, "chatbi", password, psql=str(fake_psql))
+    runner = LocalPsql(Endpoint("127.0.0.1", 6543, "chatbi", password), psql=str(fake_psql))
     assert password not in repr(runner)
     chunks = [b"select 1;\n", b"select 2;\n" * 10000]
     output = runner.run("chatbi", psql_args([], True), iter(chunks))

@@ -1,0 +1,26 @@
+"""Fault-injection checkpoints: PROVISION_KILL_AT=<name> kills this process with SIGKILL at that step."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# Every checkpoint, in the order a build passes them; the kill -9 tests try each one.
+NAMES = (
+    "stage-created",
+    "sql-loaded",
+    "stamped",
+    "migration-started",
+    "migrated",
+    "before-swap",
+    "swapped",
+    "housekeeping-leftovers-dropped",
+    "template-built",
+    "spare-created",
+)
+
+
+def checkpoint(name: str) -> None:
+    """Kill this process here when PROVISION_KILL_AT names this checkpoint. Read at call time, never at import."""
+    if os.environ.get("PROVISION_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,25 @@
+"""Progress events: what the library reports to its caller instead of printing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress reported to the caller; the library never prints."""
+
+    kind: Literal["step", "info", "wait"]
+    message: str
+    database: str | None = None
+    seconds: float | None = None
+
+
+EventFn = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The default EventFn: report nothing."""
+    return None

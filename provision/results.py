@@ -1,0 +1,138 @@
+"""The dataclasses the verbs return: plain data, safe to render or dump as JSON (no password in any field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .pipeline import DatabaseResult, SourceFile
+    from .schema import Difference
+
+
+@dataclass(frozen=True)
+class UpResult:
+    action: Literal["created", "recreated", "started", "reused", "external"]
+    container: str | None
+    host: str
+    port: int
+    server_version: int
+    seconds: float
+    ready_seconds: float
+
+
+@dataclass(frozen=True)
+class DatabasePlan:
+    name: str
+    steps: tuple[str, ...]
+    sources: tuple[SourceFile, ...]
+    alembic_revision: str | None
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True)
+class FreshPlan:
+    target: str
+    container: str | None
+    databases: tuple[DatabasePlan, ...]
+
+
+@dataclass(frozen=True)
+class FreshResult:
+    databases: tuple[DatabaseResult, ...]
+    seconds: float
+    housekeeping: Literal["background", "sync"]
+    up: UpResult
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    name: str
+    exists: bool
+    size_bytes: int | None = None
+    tables: int | None = None
+    alembic_versions: list[str] | None = None
+    content_hash: str | None = None
+    built_at: str | None = None
+    provisioned_at: str | None = None
+    sources: list[list[str]] | None = None
+    current_hash: str | None = None
+    stale: bool | None = None
+    alembic_head: str | None = None  # the revision the configured migrations reach
+    revisions_behind: int | None = None  # migrations not yet applied to the database
+
+
+@dataclass(frozen=True)
+class TemplateStatus:
+    name: str
+    database: str
+    content_hash: str | None
+    built_at: str | None
+    current: bool
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    target: str
+    container: str | None
+    state: str
+    image: str | None
+    host: str | None
+    port: int | None
+    volume: str | None
+    server_version: str | None
+    reachable: bool
+    error: str | None
+    databases: tuple[DatabaseStatus, ...] = ()
+    templates: tuple[TemplateStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What a target knows about its server before connecting: for `status`.
+
+    `endpoint` is None when there is nothing to connect to (`error` says why).
+    """
+
+    container: str | None
+    state: str
+    image: str | None
+    volume: str | None
+    endpoint: Endpoint | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DownResult:
+    container_removed: bool
+    volume_removed: bool
+    volume: str | None
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """One comparison `provision check` made, and what differed."""
+
+    name: str
+    left: str  # what was compared ...
+    right: str  # ... with what
+    differences: tuple[Difference, ...]
+    seconds: float
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    databases: tuple[DatabaseCheck, ...]
+    seconds: float
+
+    @property
+    def drift(self) -> bool:
+        return any(db.differences for db in self.databases)

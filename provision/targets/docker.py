@@ -1,0 +1,205 @@
+"""The docker target: a server in a container that provision creates, starts, probes and removes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
+
+from ..endpoint import Endpoint, connect_host
+from ..errors import ContainerError, DockerUnavailable
+from ..events import Event, EventFn
+from ..results import Command, DownResult, ServerState, UpResult
+from . import Target, local_psql_command
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..docker_engine import ContainerInfo, DockerEngine
+    from ..pipeline import Server
+    from ..sqlstream import PsqlOutput, PsqlRunner
+
+# Durability traded for speed on the throwaway server a test run uses; never used by `fresh`.
+TEST_SERVER_SETTINGS = (("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off"))
+
+Action = Literal["created", "recreated", "started", "reused"]
+
+
+class DockerTarget(Target):
+    """The engine is connected on first use, so answers that need no engine (a URL with a fixed port) stay fast."""
+
+    kind = "docker"
+
+    @property
+    def container(self) -> str:
+        return self.cfg.container
+
+    @cached_property
+    def engine(self) -> DockerEngine:
+        from ..docker_engine import DockerEngine
+
+        return DockerEngine.connect()
+
+    @cached_property
+    def host(self) -> str:
+        """The address the published port is reached at: the engine's host when it is remote, else the bind address."""
+        from ..docker_engine import remote_engine_host
+
+        try:
+            remote = remote_engine_host(os.environ)
+        except DockerUnavailable:
+            remote = None  # an unreadable docker context: the engine's own calls will say so
+        return remote or connect_host(self.cfg.bind)
+
+    def endpoint_at(self, port: int) -> Endpoint:
+        cfg = self.cfg
+        return Endpoint(self.host, port, cfg.user, cfg.password)
+
+    def endpoint(self) -> Endpoint:
+        port = self.cfg.port
+        if not port:
+            info = self.engine.find(self.container)
+            if info is None or info.host_port is None:
+                raise ContainerError(
+                    f"container {self.container} is not running, so its port is not known",
+                    hint="run `provision up` first",
+                )
+            port = info.host_port
+        return self.endpoint_at(port)
+
+    # ------------------------------------------------------------ up and ready
+
+    def ready(self, *, create: bool, recreate: bool, timeout: float, on_event: EventFn) -> tuple[Server, UpResult]:
+        from ..pipeline import Server
+        from ..readiness import ContainerProbe, wait_until_ready
+
+        started = time.monotonic()
+        engine, name = self.engine, self.container
+        action: Action
+        if create:
+            action = self._ensure_container(recreate, on_event)
+        else:
+            if engine.find(name) is None:
+                raise ContainerError(f"container {name} does not exist", hint="run `provision up` first")
+            # A stopped container is judged by the probe below, which allows for a restart in progress.
+            action = "reused"
+        probe = ContainerProbe(name, lambda: engine.find(name), lambda: engine.log_tail(name), self.endpoint_at)
+        ready = wait_until_ready(probe.endpoint, timeout, check=probe.check, log_tail=probe.log_tail)
+        ep = ready.endpoint
+        on_event(Event("step", f"server ready on {ep.host}:{ep.port}", None, ready.seconds))
+        up = UpResult(action, name, ep.host, ep.port, ready.server_version, time.monotonic() - started, ready.seconds)
+        return Server(ep, self.psql_runner(ep), ready.server_version), up
+
+    def _ensure_container(self, recreate: bool, on_event: EventFn) -> Action:
+        from ..docker_engine import NameConflict, drift_error, find_drift
+
+        engine, cfg = self.engine, self.cfg
+        info = engine.find(cfg.container)
+        if info is not None and recreate:
+            started = time.monotonic()
+            engine.remove(cfg.container)
+            message = f"removed container {cfg.container} (volume {cfg.volume or 'none'} kept)"
+            on_event(Event("step", message, None, time.monotonic() - started))
+            info = None
+        if info is not None:
+            drift = find_drift(info, cfg)
+            if drift:
+                raise drift_error(info, drift)
+            if info.running:
+                return "reused"
+            started = time.monotonic()
+            engine.start(cfg.container, cfg.port)
+            on_event(Event("step", f"started container {cfg.container}", None, time.monotonic() - started))
+            return "started"
+        started = time.monotonic()
+        engine.ensure_image(cfg.image, lambda msg: on_event(Event("info", msg)))
+        try:
+            engine.create(cfg)
+        except NameConflict:
+            # Someone else (a parallel worker) won the race: use theirs, as a second `up` would.
+            return self._ensure_container(False, on_event)
+        message = f"created container {cfg.container} from {cfg.image}"
+        on_event(Event("step", message, None, time.monotonic() - started))
+        return "recreated" if recreate else "created"
+
+    # ------------------------------------------------------------ psql
+
+    def psql_runner(self, endpoint: Endpoint) -> PsqlRunner:
+        return _ContainerPsql(self)
+
+    def psql_command(self, database: str) -> Command:
+        docker_cli = shutil.which("docker")
+        if not docker_cli:
+            # Without the docker CLI, a local psql through the published port does the same job.
+            return local_psql_command(self.endpoint(), database)
+        found = self.engine.find(self.container)
+        if found is None or not found.running:
+            raise ContainerError(f"container {self.container} is not running", hint="run `provision up` first")
+        argv = [docker_cli]
+        if not self.engine.endpoint.startswith("unix:///var/run/docker.sock"):
+            argv += ["-H", self.engine.endpoint]
+        tty = ["-it"] if sys.stdin.isatty() else ["-i"]
+        return Command(
+            [*argv, "exec", *tty, self.container, "psql", "-U", self.cfg.user, "-d", database], dict(os.environ)
+        )
+
+    # ------------------------------------------------------------ status, down, logs, tests
+
+    def server_state(self) -> ServerState:
+        cfg = self.cfg
+        info: ContainerInfo | None = self.engine.find(cfg.container)
+        if info is None:
+            return ServerState(
+                cfg.container, "absent", None, cfg.volume, None, "container does not exist; run `provision up`"
+            )
+        ep = self.endpoint_at(info.host_port or cfg.port)
+        if not info.running:
+            return ServerState(
+                cfg.container,
+                info.status,
+                info.image,
+                info.volume,
+                ep,
+                f"container is {info.status}; run `provision up`",
+            )
+        return ServerState(cfg.container, info.status, info.image, info.volume, ep)
+
+    def down(self, volumes: bool) -> DownResult:
+        cfg = self.cfg
+        removed = self.engine.remove(cfg.container)
+        volume_removed = bool(cfg.volume) and volumes and self.engine.remove_volume(cfg.volume or "")
+        return DownResult(removed, volume_removed, cfg.volume)
+
+    def logs(self, follow: bool, tail: int | None) -> Iterator[bytes]:
+        return self.engine.follow_logs(self.container, follow, "all" if tail is None else tail)
+
+    def for_tests(self) -> Config:
+        """Its own container `<container>-test` on a free port, its data directory in memory
+        (tmpfs), with fsync and friends off."""
+        cfg = self.cfg
+        settings = dict(TEST_SERVER_SETTINGS)
+        settings.update(dict(cfg.server_settings))
+        return cfg.with_overrides(
+            container=f"{cfg.container}-test",
+            volume=None,
+            tmpfs=True,
+            port=0,
+            server_settings=tuple(settings.items()),
+            cleanup="sync",
+        )
+
+
+class _ContainerPsql:
+    """psql inside the container; the engine is connected only when psql first runs (a tidy-up
+    that only drops and clones never needs it)."""
+
+    def __init__(self, target: DockerTarget) -> None:
+        self.target = target
+
+    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
+        from ..docker_engine import DockerPsql
+
+        return DockerPsql(self.target.engine, self.target.container, self.target.cfg.user).run(database, args, chunks)

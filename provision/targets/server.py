@@ -1,0 +1,58 @@
+"""The server target: an existing PostgreSQL server (compose, a CI service, a managed one), reached over the network."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..endpoint import Endpoint
+from ..errors import Refused
+from ..events import Event, EventFn
+from ..results import Command, ServerState, UpResult
+from . import Target, local_psql_command
+
+if TYPE_CHECKING:
+    from ..pipeline import Server
+    from ..sqlstream import PsqlRunner
+
+
+class ServerTarget(Target):
+    """provision neither starts nor stops this server; psql runs locally with the password in its environment."""
+
+    kind = "server"
+
+    def endpoint(self) -> Endpoint:
+        cfg = self.cfg
+        return Endpoint(cfg.host, cfg.port, cfg.user, cfg.password)
+
+    def check_writable(self) -> None:
+        cfg = self.cfg
+        if not cfg.is_local_server and not cfg.allow_remote:
+            raise Refused(
+                f"refusing to provision {cfg.host}: it is not this machine, and `fresh` replaces databases",
+                hint="pass --allow-remote (or set allow_remote: true / PROVISION_ALLOW_REMOTE=1) if you mean it",
+            )
+
+    def ready(self, *, create: bool, recreate: bool, timeout: float, on_event: EventFn) -> tuple[Server, UpResult]:
+        from ..pipeline import Server
+        from ..readiness import wait_until_ready
+
+        started = time.monotonic()
+        ep = self.endpoint()
+        ready = wait_until_ready(lambda: ep, timeout)
+        on_event(Event("step", f"server ready on {ep.host}:{ep.port}", None, ready.seconds))
+        up = UpResult(
+            "external", None, ep.host, ep.port, ready.server_version, time.monotonic() - started, ready.seconds
+        )
+        return Server(ready.endpoint, self.psql_runner(ready.endpoint), ready.server_version), up
+
+    def psql_runner(self, endpoint: Endpoint) -> PsqlRunner:
+        from ..sqlstream import LocalPsql
+
+        return LocalPsql(endpoint)
+
+    def psql_command(self, database: str) -> Command:
+        return local_psql_command(self.endpoint(), database)
+
+    def server_state(self) -> ServerState:
+        return ServerState(None, "external", None, None, self.endpoint())
