@@ -60,7 +60,7 @@ ALEMBIC_SQL = (
 )
 STREAM_DB = "bench_stream"
 STREAM_BASELINE_DB = "bench_stream_baseline"
-SCENARIOS = ("help", "warm", "changed", "migrations", "check", "stream", "cold")
+SCENARIOS = ("help", "warm", "changed", "migrations", "check", "snapshot", "stream", "cold")
 TARGETS = {
     "warm": 0.25,
     "warm-sync": 0.25,
@@ -68,12 +68,16 @@ TARGETS = {
     "mig-warm": 0.18,
     "mig-changed": 1.0,
     "check": 1.0,
+    "snap-save": 1.5,
+    "snap-restore": 1.0,
     "cold": 1.0,
     "cold-chatbi": 1.0,
     "stream": 1.1,
     "help": 2.0,
 }
 CHECK_SECONDS_TARGET = 3.0
+RESTORE_SECONDS_TARGET = 0.3
+SNAPSHOT_DEMO_SCALE = 50  # chatbi_demo of about 245 MB
 ALEMBIC_EXAMPLE = REPO / "examples" / "chatbi-alembic"
 HEAD = "0002_chat_sessions_pinned_at"
 STREAM_RSS_TARGET_MIB = 64.0
@@ -658,6 +662,89 @@ def scenario_check(bench: Bench, iterations: int) -> list[Row]:
     return [row]
 
 
+def scenario_snapshot(bench: Bench, iterations: int, scale: int) -> list[Row]:
+    """Snapshots of a large chatbi_demo: save against a plain template copy, restore against pg_restore."""
+    demo = "chatbi_demo"
+    save = Row(
+        "snap-save",
+        f"snapshot save of chatbi_demo at --demo-scale {scale}",
+        "provision snapshot save big --db chatbi_demo --force -q",
+        f'docker exec {CONTAINER} psql -c "CREATE DATABASE copy TEMPLATE chatbi_demo"',
+        TARGETS["snap-save"],
+    )
+    restore = Row(
+        "snap-restore",
+        f"snapshot restore of chatbi_demo at --demo-scale {scale} (standby ready)",
+        "provision snapshot restore big --db chatbi_demo --yes -q",
+        "dropdb + createdb + docker exec -i pg_restore < chatbi_demo.dump",
+        TARGETS["snap-restore"],
+        seconds_target=RESTORE_SECONDS_TARGET,
+    )
+    dump = bench.workdir / "chatbi_demo.dump"
+    progress(f"snapshot: building chatbi_demo at --demo-scale {scale} and a pg_dump -Fc of it")
+    bench.run(bench.provision_cmd("fresh", "--yes", "-q", "--sync-cleanup", "--only", demo, "--demo-scale", str(scale)))
+    with dump.open("wb") as out:
+        subprocess.run(
+            [bench.docker, "exec", CONTAINER, "pg_dump", "-U", USER, "-Fc", demo], stdout=out, env=bench.env, check=True
+        )
+    with admin() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_database_size(%s)", [demo])
+        size = int(cur.fetchone()[0])
+    for row in (save, restore):
+        row.notes.append(f"chatbi_demo is {size / 1e6:.0f} MB; the dump file {dump.stat().st_size / 1e6:.0f} MB")
+
+    def plain_copy() -> float:
+        bench.run(bench.psql(CONTAINER, "postgres", "DROP DATABASE IF EXISTS bench_copy;"))
+        checkpoint(bench)
+        seconds = bench.run(bench.psql(CONTAINER, "postgres", f"CREATE DATABASE bench_copy TEMPLATE {demo};")).seconds
+        bench.run(bench.psql(CONTAINER, "postgres", "DROP DATABASE bench_copy;"))
+        return seconds
+
+    def pg_restore() -> float:
+        started = time.perf_counter()
+        bench.run(bench.psql(CONTAINER, "postgres", f"DROP DATABASE IF EXISTS {demo} WITH (FORCE);"))
+        bench.run(bench.psql(CONTAINER, "postgres", f"CREATE DATABASE {demo};"))
+        bench.run([bench.docker, "exec", "-i", CONTAINER, "pg_restore", "-U", USER, "-d", demo], stdin=dump)
+        return time.perf_counter() - started
+
+    save_argv = bench.provision_cmd("snapshot", "save", "big", "--db", demo, "--force", "-q")
+    restore_argv = bench.provision_cmd("snapshot", "restore", "big", "--db", demo, "--yes", "-q")
+    try:
+        bench.run(save_argv)
+        bench.settle()
+        for i, prov_first in pairs(iterations):
+            progress(f"snapshot {i + 1}/{iterations}")
+            bench.settle()
+            checkpoint(bench)
+            if prov_first:
+                p = bench.timed_provision(save, save_argv)
+                b = plain_copy()
+            else:
+                b = plain_copy()
+                bench.settle()
+                checkpoint(bench)
+                p = bench.timed_provision(save, save_argv)
+            save.add(p, b, "provision" if prov_first else "baseline")
+            bench.settle()  # the standby of the new snapshot is ready
+            if prov_first:
+                p = bench.timed_provision(restore, restore_argv)
+                b = pg_restore()
+            else:
+                b = pg_restore()
+                bench.settle()
+                p = bench.timed_provision(restore, restore_argv)
+            restore.add(p, b, "provision" if prov_first else "baseline")
+    finally:
+        bench.settle()
+        bench.run(bench.provision_cmd("snapshot", "rm", "big", "--db", demo))
+        dump.unlink(missing_ok=True)
+        bench.run(bench.provision_cmd("fresh", "--yes", "-q", "--sync-cleanup", "--only", demo))
+    save.notes.append("a snapshot is a template copy; provision also ends the database's sessions and swaps it in")
+    save.notes.append("the standby copy for the next restore is cloned afterwards, in the background (tidy-up)")
+    restore.notes.append(f"target: provision's median ≤ {RESTORE_SECONDS_TARGET:g} s wall, whatever the size")
+    return [save, restore]
+
+
 def generate_stream_sql(path: Path, mib: int) -> int:
     """A pg_dump-style file: one table, one COPY block of about `mib` MiB of rows."""
     target = mib * 1024 * 1024
@@ -938,6 +1025,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=7, metavar="N", help="iterations of warm and changed (7)")
     parser.add_argument("--cold-iterations", type=int, default=5, metavar="N", help="iterations of cold (5)")
     parser.add_argument("--stream-iterations", type=int, default=3, metavar="N", help="iterations of stream (3)")
+    parser.add_argument("--snapshot-iterations", type=int, default=5, metavar="N", help="iterations of snapshot (5)")
+    parser.add_argument(
+        "--snapshot-scale", type=int, default=SNAPSHOT_DEMO_SCALE, metavar="N", help="demo scale for snapshot (50)"
+    )
     parser.add_argument("--help-iterations", type=int, default=20, metavar="N", help="iterations of help (20)")
     parser.add_argument("--stream-mib", type=int, default=200, metavar="MIB", help="size of the stream file (200)")
     parser.add_argument(
@@ -951,7 +1042,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown or not chosen:
         parser.error(f"unknown scenario(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SCENARIOS)}")
-    for name in ("iterations", "cold_iterations", "stream_iterations", "help_iterations", "stream_mib"):
+    for name in (
+        "iterations",
+        "cold_iterations",
+        "stream_iterations",
+        "help_iterations",
+        "stream_mib",
+        "snapshot_iterations",
+        "snapshot_scale",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     args.scenarios = [s for s in SCENARIOS if s in chosen]
@@ -996,6 +1095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "changed": lambda: scenario_changed(bench, args.iterations),
             "migrations": lambda: scenario_migrations(bench, args.iterations),
             "check": lambda: scenario_check(bench, args.iterations),
+            "snapshot": lambda: scenario_snapshot(bench, args.snapshot_iterations, args.snapshot_scale),
             "stream": lambda: scenario_stream(bench, args.stream_iterations, args.stream_mib),
             "cold": lambda: scenario_cold(bench, args.cold_iterations),
         }

@@ -16,7 +16,6 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import (
-        CheckResult,
         DatabaseStatus,
         DownResult,
         FreshPlan,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
         wait,
     )
     from .config import Config, DatabaseConfig, load_config
+    from .drift import CheckResult
     from .errors import (
         AuthFailed,
         ConfigError,
@@ -51,10 +51,11 @@ if TYPE_CHECKING:
 _LAZY = {
     "api": (
         "api",
-        "CheckResult DatabaseStatus DownResult FreshPlan FreshResult StatusResult UpResult check connect "
+        "DatabaseStatus DownResult FreshPlan FreshResult StatusResult UpResult check connect "
         "database_url down fresh plan_fresh status up wait",
     ),
     "config": ("config", "Config DatabaseConfig load_config"),
+    "drift": ("drift", "CheckResult"),
     "errors": (
         "errors",
         "AuthFailed ConfigError ContainerError DockerUnavailable LockBusy NotReady ProvisionError "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,7 +15,6 @@ from .errors import ConfigError, ProvisionError, Refused
 from .events import Event, EventFn, ignore
 from .pipeline import BuildPlan, Server, plan_database, read_provenance
 from .results import (
-    CheckResult,
     Command,
     DatabasePlan,
     DatabaseStatus,
@@ -29,10 +29,18 @@ from .targets import make_target
 
 if TYPE_CHECKING:
     from .dbops import Connection
+    from .drift import CheckResult
     from .endpoint import Endpoint
+    from .snapshots import (
+        Snapshot,
+        SnapshotExportResult,
+        SnapshotList,
+        SnapshotRemoveResult,
+        SnapshotRestoreResult,
+        SnapshotSaveResult,
+    )
 
 __all__ = [
-    "CheckResult",
     "Command",
     "DatabasePlan",
     "DatabaseStatus",
@@ -55,6 +63,11 @@ __all__ = [
     "logs",
     "plan_fresh",
     "psql_command",
+    "snapshot_export",
+    "snapshot_list",
+    "snapshot_restore",
+    "snapshot_rm",
+    "snapshot_save",
     "status",
     "tables_at_risk",
     "up",
@@ -275,6 +288,237 @@ def wait_for_housekeeping(cfg: Config, timeout: float = 120.0) -> None:
     housekeeping.wait(endpoint(cfg), timeout)
 
 
+# ---------------------------------------------------------------- snapshots
+
+
+@contextlib.contextmanager
+def _locked(cfg: Config, emit: EventFn, *, writes: bool = True) -> Iterator[tuple[Server, Connection]]:
+    """The ready server and a connection holding the provisioner lock."""
+    from . import dbops
+
+    if writes:
+        server, _ = _ready(cfg, on_event=emit)
+    else:
+        server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=emit)
+    lock_conn = dbops.connect(server.endpoint, application_name="provision snapshot")
+    try:
+        dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
+        yield server, lock_conn
+    finally:
+        lock_conn.close()
+
+
+def _snapshot_targets(cfg: Config, databases: Sequence[str]) -> list[str]:
+    for name in databases:
+        cfg.database(name)  # a clear error for a database that is not configured
+    return list(databases) or [db.name for db in cfg.databases]
+
+
+def _tidy_after(cfg: Config, server: Server, names: Sequence[str], emit: EventFn) -> Literal["background", "sync"]:
+    """Drop the replaced copies and clone the standbys: detached, or now with cleanup: sync."""
+    from . import housekeeping
+
+    if cfg.cleanup == "background":
+        housekeeping.spawn(cfg, server.endpoint, names, cfg.cache, templates=False)
+        return "background"
+    job = housekeeping.Job(cfg, server.endpoint, tuple(names), cfg.cache, templates=False)
+    housekeeping.tidy_up(job, server.server_version, emit)
+    return "sync"
+
+
+def snapshot_save(
+    cfg: Config,
+    name: str,
+    *,
+    databases: Sequence[str] = (),
+    force: bool = False,
+    on_event: EventFn | None = None,
+) -> SnapshotSaveResult:
+    """Save snapshot `name` of each database (default: every configured one that exists).
+
+    Sessions on those databases are ended (a template copy needs that). Refused when a snapshot of
+    that name exists (unless force) or when the snapshots would pass `snapshot_limit_mb`."""
+    from . import dbops, snapshots
+    from .pipeline import cleanup_leftovers
+
+    emit = on_event or ignore
+    started = time.monotonic()
+    snapshots.validate_name(name)
+    names = _snapshot_targets(cfg, databases)
+    with _locked(cfg, emit) as (server, admin):
+        cleanup_leftovers(admin, names, emit)
+        if not databases:
+            existing = dbops.list_databases(admin)
+            names = [n for n in names if n in existing] or names
+        _check_snapshot_limit(cfg, admin, names, name)
+        saved, replaced = [], []
+        for database in names:
+            snap, was_replaced = snapshots.save(server.endpoint, admin, database, name, force, emit)
+            saved.append(snap)
+            if was_replaced:
+                replaced.append(database)
+        mode = _tidy_after(cfg, server, names, emit)
+    return snapshots.SnapshotSaveResult(name, tuple(saved), tuple(replaced), time.monotonic() - started, mode)
+
+
+def _check_snapshot_limit(cfg: Config, admin: Connection, names: Sequence[str], name: str) -> None:
+    from . import dbops, snapshots
+
+    if not cfg.snapshot_limit_mb:
+        return
+    current = sum(s.disk_bytes for s in snapshots.list_snapshots(admin, [db.name for db in cfg.databases]))
+    existing = dbops.list_databases(admin)
+    # A snapshot and its standby each take about the database's size.
+    adding = sum(2 * dbops.database_size(admin, n) for n in names if n in existing)
+    limit = cfg.snapshot_limit_mb * 1_000_000
+    if current + adding > limit:
+        raise Refused(
+            f"saving snapshot {name} would take snapshots to {(current + adding) / 1e6:.0f} MB, past "
+            f"snapshot_limit_mb ({cfg.snapshot_limit_mb} MB); they take {current / 1e6:.0f} MB now",
+            hint="remove old ones (`provision snapshot list`, then `snapshot rm NAME`), or raise snapshot_limit_mb",
+        )
+
+
+def snapshot_list(cfg: Config, *, databases: Sequence[str] = ()) -> SnapshotList:
+    """Every snapshot of the configured databases, with sizes, and their total disk use."""
+    from . import dbops, snapshots
+
+    names = _snapshot_targets(cfg, databases)
+    server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=ignore)
+    with dbops.connection(server.endpoint, application_name="provision snapshot") as admin:
+        found = tuple(snapshots.list_snapshots(admin, names))
+    limit = cfg.snapshot_limit_mb * 1_000_000 or None
+    return snapshots.SnapshotList(found, sum(s.disk_bytes for s in found), limit)
+
+
+def _find_snapshots(cfg: Config, admin: Connection, name: str, databases: Sequence[str]) -> list[Snapshot]:
+    """The snapshots called `name` of `databases` (default: every configured database that has one)."""
+    from . import snapshots
+
+    snapshots.validate_name(name)
+    known = snapshots.list_snapshots(admin, [db.name for db in cfg.databases])
+    targets = _snapshot_targets(cfg, databases)
+    found = [s for s in known if s.name == name and s.database in targets]
+    missing = [d for d in targets if d not in {s.database for s in found}]
+    if found and not (databases and missing):
+        return found
+    asked = missing if databases else targets
+    damaged = [d for d in asked if snapshots.standby_db(d, name) in snapshots.orphaned_standbys(admin, [d])]
+    if damaged:
+        raise ConfigError(
+            f"snapshot {name!r} of {', '.join(damaged)} is gone: its database was dropped by hand, "
+            "and only its standby copy is left",
+            hint=f"`provision snapshot rm {name}` removes what is left; save it again to have it back",
+        )
+    raise snapshots.unknown(name, asked[0] if databases else None, known)
+
+
+def snapshot_restore(
+    cfg: Config,
+    name: str,
+    *,
+    databases: Sequence[str] = (),
+    yes: bool = False,
+    confirm: Callable[[dict[str, int]], bool] | None = None,
+    on_event: EventFn | None = None,
+) -> SnapshotRestoreResult:
+    """Put snapshot `name` back in place of each database that has one (or of `databases`).
+
+    The same atomic swap as `fresh`: other sessions are ended, the current database is renamed
+    aside and dropped afterwards. Databases that hold tables are only replaced with yes=True or
+    when `confirm` returns True. With a standby ready, the restore is a rename."""
+    from . import snapshots
+    from .pipeline import cleanup_leftovers
+
+    emit = on_event or ignore
+    started = time.monotonic()
+    with _locked(cfg, emit) as (server, admin):
+        found = _find_snapshots(cfg, admin, name, databases)
+        names = [s.database for s in found]
+        if not yes:
+            at_risk = tables_at_risk(server, names)
+            if at_risk and not (confirm is not None and confirm(at_risk)):
+                listing = ", ".join(f"{n} ({c} tables)" for n, c in at_risk.items())
+                raise Refused(
+                    f"not replacing databases that hold data without confirmation: {listing}",
+                    hint="pass --yes (or yes=True) to restore over them",
+                )
+        cleanup_leftovers(admin, names, emit)
+        done = snapshots.restore(admin, found, emit)
+        mode = _tidy_after(cfg, server, names, emit)
+    restored = tuple(snapshots.RestoredDatabase(s.database, *done[s.database], s.alembic_versions) for s in found)
+    return snapshots.SnapshotRestoreResult(name, restored, time.monotonic() - started, mode)
+
+
+def snapshot_rm(cfg: Config, name: str, *, databases: Sequence[str] = ()) -> SnapshotRemoveResult:
+    """Remove snapshot `name` (and its standby) of each database that has one (or of `databases`)."""
+    from . import dbops, snapshots
+
+    with _locked(cfg, ignore) as (_, admin):
+        try:
+            found = _find_snapshots(cfg, admin, name, databases)
+        except ConfigError:
+            # What is left of a snapshot whose template was dropped by hand: its standby.
+            leftovers = [
+                s
+                for s in snapshots.orphaned_standbys(admin, _snapshot_targets(cfg, databases))
+                if s.endswith("_" + name)
+            ]
+            if not leftovers:
+                raise
+            for standby in leftovers:
+                dbops.drop_database(admin, standby)
+            return snapshots.SnapshotRemoveResult(name, tuple(leftovers))
+        for snap in found:
+            snapshots.remove(admin, snap)
+    return snapshots.SnapshotRemoveResult(name, tuple(s.database for s in found))
+
+
+def snapshot_export(
+    cfg: Config, name: str, path: str | os.PathLike[str], *, database: str | None = None
+) -> SnapshotExportResult:
+    """Write snapshot `name` of `database` (default: the first configured) as a `pg_dump -Fc` file,
+    made by the server's own pg_dump (the local one for a server target) and streamed to disk.
+
+    The file appears only when the dump is complete (it is written beside it, then renamed)."""
+    from pathlib import Path
+
+    from . import snapshots
+    from .errors import ServerError
+
+    started = time.monotonic()
+    target_path = Path(path)
+    if not target_path.parent.is_dir():
+        raise ConfigError(f"cannot write {target_path}: its directory does not exist")
+    partial = target_path.with_name(target_path.name + ".partial")
+    with _locked(cfg, ignore, writes=False) as (server, admin):
+        snap = _find_snapshots(cfg, admin, name, [database or cfg.databases[0].name])[0]
+        with _readable_copy(server, admin, snap) as source, partial.open("wb") as out:
+            output = make_target(cfg).dump(source, out)
+        if output.exit_code != 0:
+            partial.unlink(missing_ok=True)
+            raise ServerError(
+                f"pg_dump of snapshot {name} of {snap.database} failed: {output.stderr.strip()[-500:]}",
+                hint=f"{target_path} was not written",
+            )
+    os.replace(partial, target_path)
+    size = target_path.stat().st_size
+    return snapshots.SnapshotExportResult(name, snap.database, str(target_path), size, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _readable_copy(server: Server, admin: Connection, snap: Snapshot) -> Iterator[str]:
+    """A database pg_dump can read that holds the snapshot: its standby, or a scratch clone."""
+    from . import dbops, drift, snapshots
+
+    if snap.standby:
+        yield snapshots.standby_db(snap.database, snap.name)
+        return
+    with drift.scratch(server.endpoint, snap.database) as scratch:
+        dbops.create_database(admin, scratch, template=snapshots.snapshot_db(snap.database, snap.name))
+        yield scratch
+
+
 # ---------------------------------------------------------------- check
 
 
@@ -312,15 +556,15 @@ def check(
         checks = tuple(compare(server, plan, emit, column_order) for plan in plans)
     finally:
         lock_conn.close()
-    return CheckResult(checks, time.monotonic() - started)
+    return drift.CheckResult(checks, time.monotonic() - started)
 
 
 # ---------------------------------------------------------------- status
 
 
 def status(cfg: Config) -> StatusResult:
-    """The server's state, and for each configured database: size, tables, Alembic, provenance."""
-    from . import dbops
+    """The server's state, and for each configured database: size, tables, Alembic, provenance; snapshots."""
+    from . import dbops, snapshots
     from .pipeline import template_name
 
     state = make_target(cfg).server_state()
@@ -332,10 +576,11 @@ def status(cfg: Config) -> StatusResult:
         error: str | None,
         databases: tuple[DatabaseStatus, ...] = (),
         templates: tuple[TemplateStatus, ...] = (),
+        found: tuple[Snapshot, ...] = (),
     ) -> StatusResult:
         return StatusResult(
             cfg.target, state.container, state.state, state.image, host, port, state.volume, version,
-            error is None, error, databases, templates,
+            error is None, error, databases, templates, found,
         )  # fmt: skip
 
     if ep is None or state.error:
@@ -388,12 +633,14 @@ def status(cfg: Config) -> StatusResult:
                     stale=None if recorded is None or current_hash is None else recorded != current_hash,
                     alembic_head=head,
                     revisions_behind=behind,
+                    restored_from=_str(record.get("restored_from")),
                 )
             )
+        found = tuple(snapshots.list_snapshots(admin, [db.name for db in cfg.databases]))
     finally:
         admin.close()
     pretty = f"{version // 10000}.{version % 10000}"
-    return result(pretty, None, tuple(databases), tuple(templates))
+    return result(pretty, None, tuple(databases), tuple(templates), found)
 
 
 def _migration_state(plan: BuildPlan | None, versions: list[str] | None) -> tuple[str | None, int | None]:

@@ -175,6 +175,14 @@ def status(obj: Context, as_json: bool) -> None:
             f"{db.name:<14} {(db.size_bytes or 0) / 1e6:.1f} MB  {db.tables} tables  alembic {alembic}  "
             f"hash {(db.content_hash or '-')[:12]}  built {db.built_at or '-'}  {state}"
         )
+    for snap in result.snapshots:
+        click.echo(
+            f"snapshot   {snap.name}  of {snap.database}  {_size(snap.size_bytes)}  saved {snap.created_at or '-'}"
+            + ("" if snap.standby else "  (standby not ready)")
+        )
+    if result.snapshots:
+        total = sum(s.disk_bytes for s in result.snapshots)
+        click.echo(f"snapshots  {len(result.snapshots)}, {_size(total)} on disk with their standby copies")
     for tpl in result.templates:
         click.echo(
             f"template   {tpl.name}  hash {(tpl.content_hash or '-')[:12]}  built {tpl.built_at or '-'}"
@@ -197,11 +205,12 @@ def down(obj: Context, volumes: bool, yes: bool) -> None:
 
     cfg = obj.config()
     if volumes and cfg.volume and not yes:
-        _confirm(f"Remove volume {cfg.volume} and all the data in it?")
+        _confirm(f"Remove volume {cfg.volume} and all the data in it (databases, cached templates and snapshots)?")
     result = api.down(cfg, volumes=volumes)
     click.echo(f"container {cfg.container}: {'removed' if result.container_removed else 'not present'}")
     if volumes and cfg.volume:
-        click.echo(f"volume {cfg.volume}: {'removed' if result.volume_removed else 'not present'}")
+        gone = "removed, with every database and snapshot in it" if result.volume_removed else "not present"
+        click.echo(f"volume {cfg.volume}: {gone}")
 
 
 @cli.command()
@@ -327,16 +336,10 @@ def fresh(
                 click.echo(f"    {src.display}  {src.size} bytes  sha256 {src.sha256}")
         return
 
-    def confirm(at_risk: dict[str, int]) -> bool:
-        listing = ", ".join(f"{name} ({count} tables)" for name, count in at_risk.items())
-        if not sys.stdin.isatty():
-            raise Refused(f"{listing} hold data and there is no terminal to ask", hint="pass --yes to replace them")
-        return click.confirm(f"Replace {listing}? Their current contents will be dropped", default=False)
-
     result = api.fresh(
         cfg,
         yes=yes,
-        confirm=confirm,
+        confirm=_confirm_replace,
         only=only,
         skip_demo=skip_demo,
         use_cache=False if no_cache else None,
@@ -402,6 +405,184 @@ def check(
                 click.echo(f"  note: {db.note}")
     if result.drift:
         sys.exit(DRIFT_FOUND)
+
+
+@cli.group()
+def snapshot() -> None:
+    """Save, list, restore, remove and export snapshots of the databases.
+
+    A snapshot is a copy of a database kept on the server; a restore swaps it back in place
+    (a rename, whatever the size, once its standby copy is ready). Snapshots belong to one
+    database each, survive `fresh`, and go only with `snapshot rm` or `down --volumes`.
+
+    \b
+    Example:
+      provision snapshot save before-migration
+      provision snapshot restore before-migration --yes
+    """
+
+
+def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--db", "databases", multiple=True, metavar="DB", help="Only this database (repeatable; default: all)."
+    )(f)
+
+
+def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")(f)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _echo_json(result: Any) -> None:
+    click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+
+
+@snapshot.command("save")
+@click.argument("name")
+@_db_option
+@click.option("--force", is_flag=True, help="Replace a snapshot of the same name.")
+@_json_option
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@pass_ctx
+def snapshot_save(obj: Context, name: str, databases: tuple[str, ...], force: bool, as_json: bool, quiet: bool) -> None:
+    """Save snapshot NAME of every configured database (or --db). Ends their other sessions.
+
+    \b
+    Example:
+      provision snapshot save morning --db chatbi
+    """
+    from . import api
+
+    result = api.snapshot_save(
+        obj.config(), name, databases=databases, force=force, on_event=_echo_event(quiet or as_json)
+    )
+    if as_json:
+        _echo_json(result)
+    elif not quiet:
+        for snap in result.snapshots:
+            again = " (replaced)" if snap.database in result.replaced else ""
+            click.echo(f"{snap.database}: saved snapshot {snap.name}, {_size(snap.size_bytes)}{again}")
+        click.echo(f"done in {result.seconds:.2f}s")
+
+
+@snapshot.command("list")
+@_db_option
+@_json_option
+@pass_ctx
+def snapshot_list(obj: Context, databases: tuple[str, ...], as_json: bool) -> None:
+    """List the snapshots: name, database, size, when, and the database's revision then.
+
+    \b
+    Example:
+      provision snapshot list --json | jq '.snapshots[].name'
+    """
+    from . import api
+
+    result = api.snapshot_list(obj.config(), databases=databases)
+    if as_json:
+        _echo_json(result)
+        return
+    if not result.snapshots:
+        click.echo("no snapshots (save one with `provision snapshot save NAME`)")
+    for snap in result.snapshots:
+        alembic = ",".join(snap.alembic_versions) if snap.alembic_versions else "-"
+        origin = snap.provenance or {}
+        built = f"hash {str(origin.get('hash') or '-')[:12]}"
+        ready = "" if snap.standby else "  (standby not ready: restore clones)"
+        click.echo(
+            f"{snap.name:<20} {snap.database:<14} {_size(snap.size_bytes):>9}  {snap.created_at or '-'}  "
+            f"alembic {alembic}  {built}{ready}"
+        )
+    limit = f" of {_size(result.limit_bytes)} allowed (snapshot_limit_mb)" if result.limit_bytes else ""
+    click.echo(f"total {_size(result.total_bytes)} with the standby copies{limit}")
+
+
+@snapshot.command("restore")
+@click.argument("name")
+@_db_option
+@click.option("-y", "--yes", is_flag=True, help="Replace databases that hold tables without asking.")
+@_json_option
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@pass_ctx
+def snapshot_restore(
+    obj: Context, name: str, databases: tuple[str, ...], yes: bool, as_json: bool, quiet: bool
+) -> None:
+    """Put snapshot NAME back in place of its databases (or --db), in one atomic swap.
+
+    \b
+    Example:
+      provision snapshot restore morning --yes
+    """
+    from . import api
+
+    result = api.snapshot_restore(
+        obj.config(),
+        name,
+        databases=databases,
+        yes=yes,
+        confirm=_confirm_replace,
+        on_event=_echo_event(quiet or as_json),
+    )
+    if as_json:
+        _echo_json(result)
+    elif not quiet:
+        for db in result.databases:
+            how = "from its standby copy" if db.how == "standby" else "cloned from the snapshot"
+            click.echo(f"{db.database}: restored snapshot {result.name} ({how})")
+        click.echo(f"done in {result.seconds:.2f}s")
+
+
+@snapshot.command("rm")
+@click.argument("name")
+@_db_option
+@_json_option
+@pass_ctx
+def snapshot_rm(obj: Context, name: str, databases: tuple[str, ...], as_json: bool) -> None:
+    """Remove snapshot NAME of its databases (or --db).
+
+    \b
+    Example:
+      provision snapshot rm morning
+    """
+    from . import api
+
+    result = api.snapshot_rm(obj.config(), name, databases=databases)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"removed snapshot {result.name} of {', '.join(result.databases)}")
+
+
+@snapshot.command("export")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@click.option("--db", "database", metavar="DB", help="The database whose snapshot to export (default: the first).")
+@_json_option
+@pass_ctx
+def snapshot_export(obj: Context, name: str, file: str, database: str | None, as_json: bool) -> None:
+    """Write snapshot NAME as a pg_dump custom-format FILE (pg_restore reads it).
+
+    \b
+    Example:
+      provision snapshot export morning chatbi-morning.dump --db chatbi
+    """
+    from . import api
+
+    result = api.snapshot_export(obj.config(), name, file, database=database)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{result.database}: snapshot {result.name} written to {result.path}, {_size(result.size_bytes)}")
+
+
+def _confirm_replace(at_risk: dict[str, int]) -> bool:
+    listing = ", ".join(f"{name} ({count} tables)" for name, count in at_risk.items())
+    if not sys.stdin.isatty():
+        raise Refused(f"{listing} hold data and there is no terminal to ask", hint="pass --yes to replace them")
+    return click.confirm(f"Replace {listing}? Their current contents will be dropped", default=False)
 
 
 @cli.command("_housekeep", hidden=True)

@@ -100,6 +100,7 @@ class Config:
     keep_templates: int = 3
     cleanup: Literal["background", "sync"] = "background"
     allow_remote: bool = False
+    snapshot_limit_mb: int = 0  # refuse a snapshot save that takes snapshots past this; 0: no limit
     databases: tuple[DatabaseConfig, ...] = ()
     # Where relative SQL paths are resolved from, and what to call the config in messages.
     base_dir: Path = field(default_factory=Path.cwd)
@@ -166,6 +167,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "keep_templates": "positive_int",
     "cleanup": "cleanup",
     "allow_remote": "bool",
+    "snapshot_limit_mb": "non_negative_int",
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
@@ -334,9 +336,11 @@ def resolve_sql_files(config: Config, db: DatabaseConfig) -> list[Path]:
                 raise ConfigError(f"no SQL files match {entry!r} ({where})", hint=f"looked for {full}")
             files.extend(matches)
         elif full.is_dir():
-            matches = sorted((p for p in full.iterdir() if p.suffix == ".sql" and p.is_file()), key=natural_key)
+            matches = sorted(
+                (p for p in full.iterdir() if p.name.endswith(SOURCE_SUFFIXES) and p.is_file()), key=natural_key
+            )
             if not matches:
-                raise ConfigError(f"no .sql files in directory {full} ({where})")
+                raise ConfigError(f"no {', '.join(SOURCE_SUFFIXES)} files in directory {full} ({where})")
             files.extend(matches)
         elif full.is_file():
             files.append(full)
@@ -355,12 +359,37 @@ def natural_key(path: Path) -> list[Any]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
 
 
+# What a source directory contributes: SQL, compressed SQL and pg_dump custom-format files.
+SOURCE_SUFFIXES = (".sql", ".sql.gz", ".sql.xz", ".dump")
+
+
 def _check_sql_file(path: Path, where: str) -> None:
+    """A source must be non-empty: UTF-8 SQL text (plain, gzip or xz), or a pg_dump custom-format file."""
+    from .sqlstream import ZSTD_MAGIC, source_kind
+
     try:
         with path.open("rb") as fh:
             head = fh.read(65536)
     except OSError as exc:
         raise ConfigError(f"cannot read SQL file {path} ({where}): {exc.strerror}") from exc
+    kind = source_kind(head)
+    if kind == "dump":
+        return
+    if head.startswith(ZSTD_MAGIC):
+        raise ConfigError(
+            f"SQL file is zstd-compressed, which provision does not read: {path} ({where})",
+            hint="decompress it (zstd -d), or recompress it with gzip or xz",
+        )
+    if kind in ("gzip", "xz"):
+        import gzip
+        import lzma
+
+        try:
+            opener = gzip.open if kind == "gzip" else lzma.open
+            with opener(path, "rb") as unpacked:
+                head = unpacked.read(65536)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise ConfigError(f"cannot decompress SQL file {path} ({where}): {exc}") from exc
     if not head.strip():
         raise ConfigError(
             f"SQL file is empty: {path} ({where})",
@@ -368,7 +397,8 @@ def _check_sql_file(path: Path, where: str) -> None:
         )
     if b"\x00" in head:
         raise ConfigError(
-            f"SQL file looks binary (contains NUL bytes): {path} ({where})", hint="sources must be text SQL"
+            f"SQL file looks binary (contains NUL bytes): {path} ({where})",
+            hint="sources must be SQL text (plain, .gz or .xz) or pg_dump custom-format files",
         )
     try:
         head.decode("utf-8")
@@ -482,7 +512,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if text is not None and text.lower() in ("0", "false", "no", "off"):
             return False
         raise bad("true or false")
-    if kind in ("port", "positive_int"):
+    if kind in ("port", "positive_int", "non_negative_int"):
         if isinstance(value, bool):
             raise bad("a whole number")
         try:
@@ -495,6 +525,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             raise bad("a port number from 1 to 65535 (or 0 to let Docker choose)")
         if kind == "positive_int" and number < 1:
             raise bad("a whole number of at least 1")
+        if kind == "non_negative_int" and number < 0:
+            raise bad("a whole number of at least 0")
         return number
     if kind == "positive_float":
         try:

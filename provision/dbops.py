@@ -144,6 +144,21 @@ def create_database(conn: Connection, name: str, template: str | None = None) ->
         execute(conn, query)
 
 
+# Above this size FILE_COPY clones faster than WAL_LOG (PostgreSQL 15+'s default), which writes
+# every block to the WAL: 0.6-0.75 s against 0.7-0.95 s for a 245 MB database on these machines.
+FILE_COPY_ABOVE_BYTES = 64 * 1024 * 1024
+
+
+def copy_database(conn: Connection, name: str, source: str) -> None:
+    """CREATE DATABASE name TEMPLATE source, raising psycopg2's own errors: ObjectInUse means a
+    session is connected to `source`, which the caller may end and retry. A large source is
+    copied file by file (STRATEGY FILE_COPY, PostgreSQL 15+)."""
+    query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source))
+    if conn.server_version >= 150000 and database_size(conn, source) > FILE_COPY_ABOVE_BYTES:
+        query = sql.SQL("{} STRATEGY FILE_COPY").format(query)
+    execute(conn, query)
+
+
 def drop_database(conn: Connection, name: str) -> None:
     """Drop a database, template or not, closing its sessions."""
     with server_errors(f"dropping database {name}"):

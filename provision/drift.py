@@ -1,4 +1,4 @@
-"""The engine of `provision check`: build scratch copies, read their schemas, and name what differs."""
+"""`provision check`: build scratch copies, read their schemas, name what differs, and the results."""
 
 from __future__ import annotations
 
@@ -6,24 +6,47 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from . import dbops, schema
+from .endpoint import Endpoint
 from .errors import ConfigError, ServerError
 from .events import EventFn
 from .pipeline import BuildPlan, Server, build_into, template_name
-from .results import DatabaseCheck
+from .schema import Difference
 from .sqlstream import BUILD_APP
 
 
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """One comparison `provision check` made, and what differed."""
+
+    name: str
+    left: str  # what was compared ...
+    right: str  # ... with what
+    differences: tuple[Difference, ...]
+    seconds: float
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    databases: tuple[DatabaseCheck, ...]
+    seconds: float
+
+    @property
+    def drift(self) -> bool:
+        return any(db.differences for db in self.databases)
+
+
 @contextlib.contextmanager
-def scratch(server: Server, plan: BuildPlan) -> Iterator[str]:
-    """A private name for a copy that lives only inside the block (dropped however the block ends)."""
-    name = dbops.derived_name(plan.name, "check", secrets.token_hex(4))
+def scratch(endpoint: Endpoint, database: str) -> Iterator[str]:
+    """A private name for a copy of `database` that lives only inside the block (dropped however it ends)."""
+    name = dbops.derived_name(database, "check", secrets.token_hex(4))
     try:
         yield name
     finally:
-        with contextlib.suppress(Exception), dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
+        with contextlib.suppress(Exception), dbops.connection(endpoint, application_name=BUILD_APP) as admin:
             dbops.drop_database(admin, name)
 
 
@@ -58,7 +81,7 @@ def bootstrap_vs_migrations(
         note = None
         if mig.alembic is not None:
             note = "compared at the migrations' target: the command has no {revision} to stop at the stamp"
-    with scratch(server, plan) as a, scratch(server, plan) as b:
+    with scratch(server.endpoint, plan.name) as a, scratch(server.endpoint, plan.name) as b:
         build_into(server, bootstrap, a, on_event)
         build_into(server, migrations_only, b, on_event, migrate_to=migrate_to)
         differences = schema.compare(
@@ -78,7 +101,7 @@ def live_vs_build(server: Server, plan: BuildPlan, on_event: EventFn, column_ord
                 f"database {plan.name} does not exist, so there is no live schema to check",
                 hint="run `provision fresh` to build it",
             )
-        with scratch(server, plan) as build:
+        with scratch(server.endpoint, plan.name) as build:
             tpl = template_name(plan.name, plan.content_hash(server.server_version))
             if tpl in rows and rows[tpl].is_template:
                 dbops.create_database(admin, build, template=tpl)

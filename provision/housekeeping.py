@@ -27,12 +27,14 @@ from .events import EventFn, ignore
 
 @dataclass(frozen=True)
 class Job:
-    """What the detached tidy-up needs: the config, the server it was given, which databases."""
+    """What the detached tidy-up needs: the config, the server it was given, which databases, and
+    whether to refresh their templates (after `fresh`) or only tidy up (after a snapshot restore)."""
 
     config: Config
     endpoint: Endpoint
     databases: tuple[str, ...]
     use_cache: bool
+    templates: bool = True
 
 
 def log_path() -> str:
@@ -43,14 +45,14 @@ def _pids_path(endpoint: Endpoint) -> str:
     return os.path.join(tempfile.gettempdir(), f"provision-housekeeping-{endpoint.host}-{endpoint.port}.pids")
 
 
-def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool) -> None:
+def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool, templates: bool = True) -> None:
     """Drop the old copies and prepare the next run's spare in a detached process.
 
     The caller's databases are already in place; this work only makes the next run fast, and
     is safe to kill at any point (the next run finishes it). Its pid is recorded so that
     wait() can wait for it.
     """
-    payload = pickle.dumps(Job(cfg, endpoint, tuple(names), use_cache))
+    payload = pickle.dumps(Job(cfg, endpoint, tuple(names), use_cache, templates))
     with open(log_path(), "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "provision", "_housekeep"],
@@ -68,22 +70,34 @@ def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool
 
 
 def run(payload: bytes, on_event: EventFn = ignore) -> None:
-    """The detached half of `fresh` (see spawn): under the lock, tidy up and prepare the cache."""
-    from .pipeline import Server, housekeep, plan_database
-    from .targets import make_target
-
+    """The detached half of `fresh` and `snapshot restore` (see spawn)."""
     # Written by spawn() of this same program (see the module docstring).
     job: Job = pickle.loads(payload)
-    cfg = job.config
     lock_conn = dbops.connect(job.endpoint, application_name="provision housekeeping")
     try:
         dbops.acquire_lock(lock_conn, wait=True)
-        runner = make_target(cfg).psql_runner(job.endpoint)
-        server = Server(job.endpoint, runner, int(lock_conn.server_version))
-        plans = [plan_database(cfg, cfg.database(name)) for name in job.databases]
-        housekeep(server, plans, cfg.keep_templates, job.use_cache, on_event)
+        tidy_up(job, int(lock_conn.server_version), on_event)
     finally:
         lock_conn.close()
+
+
+def tidy_up(job: Job, server_version: int, on_event: EventFn = ignore) -> None:
+    """Under the lock: drop the replaced copies; refresh templates and spares (after `fresh`), and
+    clone the snapshots' standbys, so the next fresh or restore is a rename."""
+    from .pipeline import Server, cleanup_leftovers, housekeep, plan_database
+    from .snapshots import ensure_standbys
+    from .sqlstream import BUILD_APP
+    from .targets import make_target
+
+    cfg = job.config
+    if job.templates:
+        runner = make_target(cfg).psql_runner(job.endpoint)
+        plans = [plan_database(cfg, cfg.database(name)) for name in job.databases]
+        housekeep(Server(job.endpoint, runner, server_version), plans, cfg.keep_templates, job.use_cache, on_event)
+    with dbops.connection(job.endpoint, application_name=BUILD_APP) as admin:
+        if not job.templates:
+            cleanup_leftovers(admin, job.databases, on_event, what="the replaced copies")
+        ensure_standbys(admin, job.databases, on_event)
 
 
 def wait(endpoint: Endpoint, timeout: float = 120.0) -> None:

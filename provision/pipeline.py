@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from . import dbops, migrations
+from . import dbops
 from .alembic_stamp import stamp_alembic
 from .checkpoints import checkpoint
 from .config import Config, DatabaseConfig, resolve_sql_files
@@ -23,9 +23,23 @@ from .dbops import Connection
 from .endpoint import Endpoint
 from .errors import ConfigError, ProvisionError, VerifyFailed
 from .events import Event, EventFn, ignore
-from .migrations import MigrationPlan, plan_migrations
 from .retry import call_with_retries
-from .sqlstream import BUILD_APP, PsqlRunner, SourceMap, describe_psql_failure, psql_args, stream_files
+from .sqlstream import (
+    BUILD_APP,
+    PsqlRunner,
+    SourceKind,
+    SourceMap,
+    describe_psql_failure,
+    describe_restore_failure,
+    psql_args,
+    restore_args,
+    source_kind,
+    stream_dump,
+    stream_files,
+)
+
+if TYPE_CHECKING:
+    from .migrations import MigrationPlan
 
 # Private copies that exist only while a run holds the lock: whatever is left of them is a dead run's.
 LEFTOVER_KINDS = ("stage", "old", "check")
@@ -39,6 +53,7 @@ class SourceFile:
     display: str
     sha256: str
     size: int
+    kind: SourceKind = "sql"  # how it is loaded: psql (sql, gzip, xz) or pg_restore (dump)
 
 
 @dataclass(frozen=True)
@@ -98,12 +113,17 @@ def plan_database(cfg: Config, db: DatabaseConfig, hash_files: bool = True) -> B
             display = str(path.relative_to(cfg.base_dir))
         except ValueError:
             display = path.name if "site-packages" in str(path) or "/sql/" in str(path) else str(path)
-        files.append(SourceFile(path, display, digest.hexdigest() if hash_files else "", path.stat().st_size))
+        with path.open("rb") as fh:
+            kind = source_kind(fh.read(8))
+        files.append(SourceFile(path, display, digest.hexdigest() if hash_files else "", path.stat().st_size, kind))
     variables = tuple(db.variables)
     if db.demo:
         variables += (("scale", str(cfg.demo_scale)),)
     migrations = None
     if db.migrations is not None:
+        # Imported only here: a database without migrations (the warm path) does not pay for it.
+        from .migrations import plan_migrations
+
         migrations = plan_migrations(cfg, db.name, db.migrations)
         stamp = db.alembic_revision
         if migrations.alembic is not None and stamp and stamp not in migrations.alembic.revisions:
@@ -212,7 +232,7 @@ def build_into(
 ) -> int:
     """Create `name` and build it from the plan: SQL sources, Alembic stamp, migrations, verification.
 
-    Returns the number of tables; `source_map`, if given, gets the files' line spans and sha256.
+    Returns the number of tables; `source_map`, if given, gets the files' sha256 (hashed as they stream).
     `migrate_to` runs the migrations to that revision instead of the plan's (`provision check`).
     On any failure, Ctrl-C included, `name` is dropped again and the error is raised.
     """
@@ -222,14 +242,8 @@ def build_into(
         checkpoint("stage-created")
         if plan.files:
             source_map = SourceMap() if source_map is None else source_map
-            with _timed(on_event, f"load {len(plan.files)} SQL file(s)", plan.name):
-                output = server.runner.run(
-                    name,
-                    psql_args(plan.variables, plan.database.single_transaction),
-                    stream_files([f.path for f in plan.files], source_map),
-                )
-            if output.exit_code != 0:
-                raise describe_psql_failure(plan.name, output, source_map)
+            for segment in _segments(plan.files):
+                _load(server, plan, name, segment, source_map, on_event)
             checkpoint("sql-loaded")
         if plan.database.alembic_revision:
             with (
@@ -240,13 +254,48 @@ def build_into(
                 stamp_alembic(conn, plan.database.alembic_revision)
             checkpoint("stamped")
         if plan.migrations is not None:
+            from .migrations import run
+
             target = migrate_to or plan.revision
             with _timed(on_event, f"run the migrations{' to ' + target if target else ''}", plan.name):
-                migrations.run(plan.migrations, server.endpoint, name, plan.name, revision=migrate_to)
+                run(plan.migrations, server.endpoint, name, plan.name, revision=migrate_to)
             checkpoint("migrated")
         with dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn:
             verify(conn, plan, migrate_to or plan.revision)
             return dbops.table_count(conn)
+
+
+def _segments(files: Sequence[SourceFile]) -> list[list[SourceFile]]:
+    """Consecutive SQL files go through one psql; each pg_dump custom-format file through its own pg_restore."""
+    out: list[list[SourceFile]] = []
+    for f in files:
+        if f.kind != "dump" and out and out[-1][0].kind != "dump":
+            out[-1].append(f)
+        else:
+            out.append([f])
+    return out
+
+
+def _load(
+    server: Server, plan: BuildPlan, name: str, segment: Sequence[SourceFile], digests: SourceMap, on_event: EventFn
+) -> None:
+    """Load one segment of the sources into `name`; the caller's map collects every file's sha256."""
+    single = plan.database.single_transaction
+    if segment[0].kind == "dump":
+        dump = segment[0]
+        with _timed(on_event, f"restore {dump.display} with pg_restore", plan.name):
+            output = server.runner.run(name, restore_args(single), stream_dump(dump.path, digests), "pg_restore")
+        if output.exit_code != 0:
+            raise describe_restore_failure(plan.name, output, dump.display)
+        return
+    # Line numbers count from this psql's input: a map of its own, its digests passed on.
+    lines = SourceMap()
+    chunks = stream_files([f.path for f in segment], lines)
+    with _timed(on_event, f"load {len(segment)} SQL file(s)", plan.name):
+        output = server.runner.run(name, psql_args(plan.variables, single), chunks)
+    digests.digests.update(lines.digests)
+    if output.exit_code != 0:
+        raise describe_psql_failure(plan.name, output, lines)
 
 
 def verify(conn: Connection, plan: BuildPlan, revision: str | None) -> None:
@@ -415,38 +464,39 @@ def fresh_databases(
     return results
 
 
-def _swap_all(admin: Connection, prepared: Sequence[Prepared], on_event: EventFn) -> list[DatabaseResult]:
+def swap_into_place(admin: Connection, staged: Sequence[tuple[str, str, str]], on_event: EventFn) -> dict[str, bool]:
+    """Put each staged copy in place, all in one transaction: (database, staging name, provenance comment).
+
+    Sessions on the databases are ended first; the replaced copies are renamed aside (`__old_`)
+    for the tidy-up to drop. Returns, per database, whether an existing one was replaced.
+    """
     started = time.monotonic()
     existing = dbops.list_databases(admin)
-    olds = {
-        p.plan.name: dbops.derived_name(p.plan.name, "old", _token()) if p.plan.name in existing else None
-        for p in prepared
-    }
-    batch = [
-        dbops.Swap(
-            p.plan.name,
-            p.stage,
-            olds[p.plan.name],
-            provenance(p.plan, p.content_hash, "database", p.built_at, p.tables),
-        )
-        for p in prepared
-    ]
+    olds = {name: dbops.derived_name(name, "old", _token()) if name in existing else None for name, _, _ in staged}
+    batch = [dbops.Swap(name, stage, olds[name], comment) for name, stage, comment in staged]
 
     # A client can reconnect between terminating sessions and the rename; that is
     # ObjectInUse, and worth a few quick retries. Nothing else is retried.
     def swap() -> None:
-        for p in prepared:
-            if olds[p.plan.name]:
-                dbops.terminate_sessions(admin, p.plan.name)
+        for name, old in olds.items():
+            if old:
+                dbops.terminate_sessions(admin, name)
         checkpoint("before-swap")
         dbops.swap_in(admin, batch)
         checkpoint("swapped")
 
     with dbops.server_errors("swapping the new databases into place"):
         call_with_retries(swap, retry_on=dbops.ObjectInUse, interval=0.05, timeout=10)
-    on_event(
-        Event("step", f"swap {', '.join(p.plan.name for p in prepared)} into place", None, time.monotonic() - started)
-    )
+    names = ", ".join(name for name, _, _ in staged)
+    on_event(Event("step", f"swap {names} into place", None, time.monotonic() - started))
+    return {name: old is not None for name, old in olds.items()}
+
+
+def _swap_all(admin: Connection, prepared: Sequence[Prepared], on_event: EventFn) -> list[DatabaseResult]:
+    staged = [
+        (p.plan.name, p.stage, provenance(p.plan, p.content_hash, "database", p.built_at, p.tables)) for p in prepared
+    ]
+    replaced = swap_into_place(admin, staged, on_event)
     return [
         DatabaseResult(
             name=p.plan.name,
@@ -455,7 +505,7 @@ def _swap_all(admin: Connection, prepared: Sequence[Prepared], on_event: EventFn
             content_hash=p.content_hash,
             tables=p.tables,
             alembic_revision=p.plan.revision,
-            replaced=olds[p.plan.name] is not None,
+            replaced=replaced[p.plan.name],
         )
         for p in prepared
     ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from .endpoint import Endpoint
     from .pipeline import DatabaseResult, SourceFile
-    from .schema import Difference
+    from .snapshots import Snapshot
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class DatabaseStatus:
     stale: bool | None = None
     alembic_head: str | None = None  # the revision the configured migrations reach
     revisions_behind: int | None = None  # migrations not yet applied to the database
+    restored_from: str | None = None  # the snapshot it was last restored from
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class StatusResult:
     error: str | None
     databases: tuple[DatabaseStatus, ...] = ()
     templates: tuple[TemplateStatus, ...] = ()
+    snapshots: tuple[Snapshot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,25 +116,3 @@ class DownResult:
 class Command:
     argv: list[str]
     env: dict[str, str] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class DatabaseCheck:
-    """One comparison `provision check` made, and what differed."""
-
-    name: str
-    left: str  # what was compared ...
-    right: str  # ... with what
-    differences: tuple[Difference, ...]
-    seconds: float
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    databases: tuple[DatabaseCheck, ...]
-    seconds: float
-
-    @property
-    def drift(self) -> bool:
-        return any(db.differences for db in self.databases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import IO, TYPE_CHECKING, Literal, Protocol, cast
 
 from .errors import ConfigError, ProvisionError, ServerError, SqlError
 
@@ -39,9 +40,9 @@ class PsqlOutput:
 
 
 class PsqlRunner(Protocol):
-    """Runs psql against one database, feeding it `chunks` on stdin."""
+    """Runs psql (or another client program: pg_restore) against one database, feeding it `chunks` on stdin."""
 
-    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput: ...
+    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes], program: str = "psql") -> PsqlOutput: ...
 
 
 def psql_args(variables: Sequence[tuple[str, str]], single_transaction: bool) -> list[str]:
@@ -69,6 +70,65 @@ class SourceMap:
         return None
 
 
+# How a source file is read: by its first bytes, not its name.
+SourceKind = Literal["sql", "gzip", "xz", "dump"]
+_MAGIC: tuple[tuple[bytes, SourceKind], ...] = (
+    (b"PGDMP", "dump"),  # pg_dump's custom format
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def source_kind(head: bytes) -> SourceKind:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "sql"
+
+
+class _Hashing(io.RawIOBase):
+    """Reads a file, hashing the raw bytes as they go by (the sha256 of the file as it is on disk)."""
+
+    def __init__(self, fh: IO[bytes], digest: hashlib._Hash) -> None:
+        self.fh = fh
+        self.digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.fh.read(len(buffer))
+        self.digest.update(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def open_source(path: Path, digest: hashlib._Hash) -> Iterator[IO[bytes]]:
+    """The file's content, decompressed while it is read (gzip, xz), with the raw bytes hashed into `digest`."""
+    with path.open("rb") as fh:
+        kind = source_kind(fh.read(8))
+        fh.seek(0)
+        raw = io.BufferedReader(_Hashing(fh, digest))
+        # The decompressors are imported only for compressed sources: start-up time matters.
+        if kind == "gzip":
+            import gzip
+
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield cast(IO[bytes], unzipped)
+        elif kind == "xz":
+            import lzma
+
+            with lzma.LZMAFile(raw, mode="rb") as unxz:
+                yield cast(IO[bytes], unxz)
+        else:
+            yield raw
+        # Whatever the reader left unread (a compressed file's trailer) still belongs in the hash.
+        while raw.read(1 << 20):
+            pass
+
+
 def stream_files(files: Sequence[Path], source_map: SourceMap, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """Yield the files' bytes one after another, as psql would read them with one -f each."""
     line = 1
@@ -76,17 +136,58 @@ def stream_files(files: Sequence[Path], source_map: SourceMap, chunk_bytes: int 
         first = line
         last_byte = b"\n"
         digest = hashlib.sha256()
-        with path.open("rb") as fh:
+        with open_source(path, digest) as fh:
             while chunk := fh.read(chunk_bytes):
                 line += chunk.count(b"\n")
                 last_byte = chunk[-1:]
-                digest.update(chunk)
                 yield chunk
         if last_byte != b"\n":
             line += 1
             yield b"\n"
         source_map.spans.append((first, line - 1, path))
         source_map.digests[path] = digest.hexdigest()
+
+
+def stream_dump(path: Path, source_map: SourceMap, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield a pg_dump custom-format file as it is, hashing it on the way."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+            yield chunk
+    source_map.digests[path] = digest.hexdigest()
+
+
+def restore_args(single_transaction: bool) -> list[str]:
+    """pg_restore flags for a dump source: stop at the first error, read stdin, keep the copy's owner."""
+    args = ["--exit-on-error", "--no-owner", "--no-privileges"]
+    if single_transaction:
+        args.append("--single-transaction")
+    return args
+
+
+_RESTORE_ERROR = re.compile(r"^pg_restore: (?:error: )?(?:from TOC entry [^:]*: )?(.*)$")
+
+
+def describe_restore_failure(database: str, output: PsqlOutput, display: str) -> ProvisionError:
+    """Turn pg_restore's stderr into an error naming the dump file, the failing object and the error."""
+    lines = [line.strip() for line in output.stderr.splitlines() if line.strip()]
+    errors = [m.group(1) for line in lines if (m := _RESTORE_ERROR.match(line)) and "error" in line]
+    command = next((line.split("Command was:", 1)[1].strip() for line in lines if "Command was:" in line), "")
+    toc = next((line for line in lines if "from TOC entry" in line), "")
+    message = errors[0] if errors else (lines[-1] if lines else f"pg_restore exited with code {output.exit_code}")
+    detail = []
+    if toc:
+        detail.append("object: " + toc.split("from TOC entry", 1)[1].split(":", 1)[0].strip())
+    if command:
+        detail.append(f"statement: {command[:200]}")
+    if output.exit_code == 1 and not errors and "connection" in output.stderr:
+        return ServerErrorInSql(f"pg_restore lost its connection while building {database}: {message}")
+    return SqlError(
+        f"restore error in {display}: {message}",
+        hint=f"check the dump (pg_restore -l {display} lists it); {database} was not changed",
+        detail="\n".join(detail) or None,
+    )
 
 
 class Tail:
@@ -207,20 +308,25 @@ class ServerErrorInSql(ServerError):
     pass
 
 
-def find_local_psql() -> str:
-    """The real psql binary: Debian's /usr/bin/psql is a Perl wrapper that costs ~45 ms a call."""
+def find_local_tool(name: str) -> str:
+    """A PostgreSQL client program (psql, pg_dump, pg_restore), the newest installed. Debian's
+    /usr/bin/psql is a Perl wrapper that costs ~45 ms a call, so the real binaries come first."""
     candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/psql"),
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
         key=lambda p: tuple(int(n) for n in re.findall(r"\d+", p.split("/")[4])),
         reverse=True,
     )
-    found = candidates[0] if candidates else shutil.which("psql")
+    found = candidates[0] if candidates else shutil.which(name)
     if not found:
         raise ConfigError(
-            "psql is not installed, and the server target runs psql locally",
-            hint="install the PostgreSQL client (Debian: apt-get install postgresql-client)",
+            f"{name} is not installed, and the server target runs it locally",
+            hint="install the PostgreSQL client (Debian: apt-get install postgresql-client; macOS: brew install libpq)",
         )
     return found
+
+
+def find_local_psql() -> str:
+    return find_local_tool("psql")
 
 
 @dataclass(frozen=True)
@@ -230,10 +336,11 @@ class LocalPsql:
     endpoint: Endpoint
     psql: str = field(default_factory=find_local_psql)
 
-    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
+    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes], program: str = "psql") -> PsqlOutput:
         ep = self.endpoint
         env = dict(os.environ, PGPASSWORD=ep.password, PGAPPNAME=BUILD_APP, PGCONNECT_TIMEOUT="10")
-        argv = [self.psql, "-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", database, *args]
+        binary = self.psql if program == "psql" else find_local_tool(program)
+        argv = [binary, "-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", database, *args]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         # Unbuffered pipes are BufferedReader/BufferedWriter at run time; typeshed says IO[bytes].
         stdin = cast(io.BufferedWriter, proc.stdin)

@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..events import EventFn
     from ..pipeline import Server
     from ..results import Command, DownResult, ServerState, UpResult
-    from ..sqlstream import PsqlRunner
+    from ..sqlstream import PsqlOutput, PsqlRunner
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,10 @@ class Target(ABC):
         """The command that opens an interactive psql on `database`."""
 
     @abstractmethod
+    def dump(self, database: str, out: BinaryIO) -> PsqlOutput:
+        """`pg_dump -Fc` of `database`, written to `out` as it arrives, by the server's own pg_dump where it can."""
+
+    @abstractmethod
     def server_state(self) -> ServerState:
         """What `status` shows before it connects."""
 
@@ -103,6 +107,9 @@ class Target(ABC):
             f"`{verb}` manages a Docker container, but target is {self.cfg.target!r}",
             hint="use target: docker, or manage the server where it runs",
         )
+
+
+DUMP_ARGS = ("--format=custom", "--no-owner", "--no-privileges")
 
 
 def local_psql_command(endpoint: Endpoint, database: str) -> Command:

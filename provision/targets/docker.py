@@ -8,13 +8,13 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from ..endpoint import Endpoint, connect_host
 from ..errors import ContainerError, DockerUnavailable
 from ..events import Event, EventFn
 from ..results import Command, DownResult, ServerState, UpResult
-from . import Target, local_psql_command
+from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -148,6 +148,10 @@ class DockerTarget(Target):
 
     # ------------------------------------------------------------ status, down, logs, tests
 
+    def dump(self, database: str, out: BinaryIO) -> PsqlOutput:
+        argv = ["pg_dump", "-U", self.cfg.user, *DUMP_ARGS, database]
+        return self.engine.exec_to(self.container, argv, out, environment={"PGAPPNAME": "provision dump"})
+
     def server_state(self) -> ServerState:
         cfg = self.cfg
         info: ContainerInfo | None = self.engine.find(cfg.container)
@@ -199,7 +203,8 @@ class _ContainerPsql:
     def __init__(self, target: DockerTarget) -> None:
         self.target = target
 
-    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes]) -> PsqlOutput:
+    def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes], program: str = "psql") -> PsqlOutput:
         from ..docker_engine import DockerPsql
 
-        return DockerPsql(self.target.engine, self.target.container, self.target.cfg.user).run(database, args, chunks)
+        target = self.target
+        return DockerPsql(target.engine, target.container, target.cfg.user).run(database, args, chunks, program)

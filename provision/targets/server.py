@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..endpoint import Endpoint
 from ..errors import Refused
 from ..events import Event, EventFn
 from ..results import Command, ServerState, UpResult
-from . import Target, local_psql_command
+from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
     from ..pipeline import Server
-    from ..sqlstream import PsqlRunner
+    from ..sqlstream import PsqlOutput, PsqlRunner
 
 
 class ServerTarget(Target):
@@ -53,6 +53,18 @@ class ServerTarget(Target):
 
     def psql_command(self, database: str) -> Command:
         return local_psql_command(self.endpoint(), database)
+
+    def dump(self, database: str, out: BinaryIO) -> PsqlOutput:
+        import os
+        import subprocess
+
+        from ..sqlstream import PsqlOutput, find_local_tool
+
+        ep = self.endpoint()
+        argv = [find_local_tool("pg_dump"), "-h", ep.host, "-p", str(ep.port), "-U", ep.user, *DUMP_ARGS, database]
+        env = dict(os.environ, PGPASSWORD=ep.password, PGAPPNAME="provision dump")
+        proc = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, env=env, check=False)
+        return PsqlOutput(proc.returncode, proc.stderr.decode("utf-8", "replace")[-4000:])
 
     def server_state(self) -> ServerState:
         return ServerState(None, "external", None, None, self.endpoint())

@@ -411,3 +411,38 @@ def test_migrations_run_against_a_server_target_with_the_password_only_in_their_
         assert _rows(conn, "SELECT version_num FROM alembic_version") == [(HEAD,)]
     finally:
         conn.close()
+
+
+def test_snapshots_on_a_server_target(server: PlainServer, cli: Cli, tmp_path: Path) -> None:
+    """save and restore against a server provision did not create; export names what it needs."""
+    config = tmp_path / "server.yaml"
+    config.write_text(yaml.safe_dump({"cleanup": "sync"}))
+    args = ["-c", str(config), *server.flags()]
+    assert cli(*args, "fresh", "--yes", "--only", "chatbi", env=_env(), cwd=tmp_path).returncode == 0
+    conn = server.connect("chatbi")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO app_users (email) VALUES ('server-snap@example.com')")
+    finally:
+        conn.close()
+    saved = cli(*args, "snapshot", "save", "srv", "--db", "chatbi", env=_env(), cwd=tmp_path)
+    assert saved.returncode == 0, saved.stderr
+    again = cli(*args, "fresh", "--yes", "--only", "chatbi", env=_env(), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    restored = cli(*args, "snapshot", "restore", "srv", "--yes", "--json", env=_env(), cwd=tmp_path)
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["databases"][0]["how"] == "standby"
+    conn = server.connect("chatbi")
+    try:
+        assert _rows(conn, "SELECT email FROM app_users") == [("server-snap@example.com",)]
+    finally:
+        conn.close()
+    exported = cli(*args, "snapshot", "export", "srv", str(tmp_path / "srv.dump"), env=_env(), cwd=tmp_path)
+    if exported.returncode != 0:
+        # A local pg_dump older than the server refuses; the error must say so, and leave no file.
+        assert exported.returncode == 10 and "version mismatch" in exported.stderr, exported.stderr
+        assert not (tmp_path / "srv.dump").exists()
+    else:
+        assert (tmp_path / "srv.dump").read_bytes()[:5] == b"PGDMP"
+    _no_password(saved, restored, exported)
+    assert cli(*args, "snapshot", "rm", "srv", env=_env(), cwd=tmp_path).returncode == 0

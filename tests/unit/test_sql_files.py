@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def test_glob_matching_nothing(tmp_path: Path) -> None:
 def test_directory_without_sql_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
-    assert "no .sql files" in str(refused(tmp_path, "empty"))
+    assert "no .sql, .sql.gz, .sql.xz, .dump files" in str(refused(tmp_path, "empty"))
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n\n\t\n"])
@@ -114,8 +115,36 @@ def test_empty_file(tmp_path: Path, content: bytes) -> None:
 
 
 def test_binary_file(tmp_path: Path) -> None:
-    (tmp_path / "dump.sql").write_bytes(b"PGDMP\x00\x01\x02select 1;\n")
-    assert "binary" in str(refused(tmp_path, "dump.sql"))
+    (tmp_path / "image.sql").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert "binary" in str(refused(tmp_path, "image.sql"))
+
+
+def test_compressed_and_dump_sources_are_accepted_and_others_refused(tmp_path: Path) -> None:
+    import gzip
+    import lzma
+
+    from provision.sqlstream import SourceMap, stream_files
+
+    text = b"CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n"
+    (tmp_path / "a.sql.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "b.sql.xz").write_bytes(lzma.compress(b"SELECT 2;"))
+    (tmp_path / "c.dump").write_bytes(b"PGDMP\x01\x0e\x00" + b"\x00" * 64)
+    assert resolve(tmp_path, "a.sql.gz", "b.sql.xz", "c.dump") == [
+        tmp_path / n for n in ("a.sql.gz", "b.sql.xz", "c.dump")
+    ]
+    source_map = SourceMap()
+    streamed = b"".join(stream_files([tmp_path / "a.sql.gz", tmp_path / "b.sql.xz"], source_map))
+    assert streamed == text + b"SELECT 2;\n"  # decompressed, and a missing final newline added
+    assert source_map.locate(3) == (tmp_path / "b.sql.xz", 1)
+    raw = hashlib.sha256((tmp_path / "a.sql.gz").read_bytes()).hexdigest()
+    assert source_map.digests[tmp_path / "a.sql.gz"] == raw, "provenance hashes the file as it is on disk"
+
+    (tmp_path / "z.sql.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 16)
+    assert "zstd" in str(refused(tmp_path, "z.sql.zst"))
+    (tmp_path / "bad.sql.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
+    assert "cannot decompress" in str(refused(tmp_path, "bad.sql.gz"))
+    (tmp_path / "nul.sql.gz").write_bytes(gzip.compress(b"\x00\x01\x02"))
+    assert "binary" in str(refused(tmp_path, "nul.sql.gz"))
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:
