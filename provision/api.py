@@ -83,16 +83,22 @@ def up(
     cfg: Config, *, recreate: bool = False, timeout: float | None = None, on_event: EventFn | None = None
 ) -> UpResult:
     """Create or reuse the server (the container, for the docker target), and wait until it accepts logins."""
-    return make_target(cfg).ready(
+    target = make_target(cfg)
+    server, result = target.ready(
         create=True, recreate=recreate, timeout=_timeout(cfg, timeout), on_event=on_event or ignore
-    )[1]
+    )
+    server.close()
+    return result
 
 
 def wait(cfg: Config, *, timeout: float | None = None, on_event: EventFn | None = None) -> UpResult:
     """Wait until the (existing) server accepts logins."""
-    return make_target(cfg).ready(
+    target = make_target(cfg)
+    server, result = target.ready(
         create=False, recreate=False, timeout=_timeout(cfg, timeout), on_event=on_event or ignore
-    )[1]
+    )
+    server.close()
+    return result
 
 
 def down(cfg: Config, *, volumes: bool = False) -> DownResult:
@@ -242,7 +248,7 @@ def fresh(
     plans = _selected(cfg, only, skip_demo, hash_files=use_cache)
     server, up_result = _ready(cfg, recreate=recreate, timeout=timeout, on_event=emit)
 
-    lock_conn = dbops.connect(server.endpoint, application_name="provision fresh")
+    lock_conn = server.admin_connection("provision fresh")
     try:
         with _timed_lock(emit):
             dbops.acquire_lock(lock_conn, wait_for_lock, lambda msg: emit(Event("wait", msg)))
@@ -300,7 +306,7 @@ def _locked(cfg: Config, emit: EventFn, *, writes: bool = True) -> Iterator[tupl
         server, _ = _ready(cfg, on_event=emit)
     else:
         server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=emit)
-    lock_conn = dbops.connect(server.endpoint, application_name="provision snapshot")
+    lock_conn = server.admin_connection("provision snapshot")
     try:
         dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
         yield server, lock_conn
@@ -381,12 +387,15 @@ def _check_snapshot_limit(cfg: Config, admin: Connection, names: Sequence[str], 
 
 def snapshot_list(cfg: Config, *, databases: Sequence[str] = ()) -> SnapshotList:
     """Every snapshot of the configured databases, with sizes, and their total disk use."""
-    from . import dbops, snapshots
+    from . import snapshots
 
     names = _snapshot_targets(cfg, databases)
     server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=ignore)
-    with dbops.connection(server.endpoint, application_name="provision snapshot") as admin:
+    admin = server.admin_connection("provision snapshot")
+    try:
         found = tuple(snapshots.list_snapshots(admin, names))
+    finally:
+        admin.close()
     limit = cfg.snapshot_limit_mb * 1_000_000 or None
     return snapshots.SnapshotList(found, sum(s.disk_bytes for s in found), limit)
 
@@ -547,7 +556,7 @@ def check(
                 hint="configure `migrations:` for a database, or use `provision check --live`",
             )
     server, _ = _ready(cfg, timeout=timeout, on_event=emit)
-    lock_conn = dbops.connect(server.endpoint, application_name="provision check")
+    lock_conn = server.admin_connection("provision check")
     try:
         # Under the lock: the scratch copies are then safe from (and safe for) a concurrent fresh,
         # and a killed check's copies are dropped by the next run as leftovers.
@@ -680,13 +689,21 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
     test sessions that died.
     """
     from . import dbops
+    from .errors import DriftDetected
     from .pipeline import ensure_template, prune_templates
     from .pool import remove_dead_copies
 
     emit = on_event or ignore
     plans = _selected(cfg, names, False)
-    server, up_result = _ready(cfg, on_event=emit)
-    lock_conn = dbops.connect(server.endpoint, application_name="provision templates")
+    try:
+        server, up_result = _ready(cfg, on_event=emit)
+    except DriftDetected as exc:
+        if not cfg.tmpfs:
+            raise
+        # A test server keeps its data in memory, so it holds nothing a rebuild loses.
+        emit(Event("info", f"{exc}; recreating the test server"))
+        server, up_result = _ready(cfg, recreate=True, on_event=emit)
+    lock_conn = server.admin_connection("provision templates")
     try:
         dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
         templates = {plan.name: ensure_template(server, plan, emit) for plan in plans}

@@ -88,6 +88,7 @@ class Config:
     image: str = "postgres:17"
     volume: str | None = DEFAULT_VOLUME
     tmpfs: bool = False
+    trust_local: bool = False  # the container accepts logins without a password (a throwaway test server)
     bind: str = "127.0.0.1"
     port: int = 5432
     host: str = "127.0.0.1"
@@ -156,6 +157,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "image": "str",
     "volume": "optional_name",
     "tmpfs": "bool",
+    "trust_local": "bool",
     "bind": "ip",
     "port": "port",
     "host": "str",

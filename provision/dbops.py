@@ -33,7 +33,11 @@ class ServerUnavailable(ServerError):
 
 
 def connect(
-    ep: Endpoint, dbname: str = MAINTENANCE_DB, timeout: int = 5, application_name: str = "provision"
+    ep: Endpoint,
+    dbname: str = MAINTENANCE_DB,
+    timeout: int = 5,
+    application_name: str = "provision",
+    connection_factory: type[Connection] | None = None,
 ) -> Connection:
     """An autocommit connection; AuthFailed for refused credentials, ServerUnavailable for the rest."""
     try:
@@ -45,6 +49,7 @@ def connect(
             dbname=dbname,
             connect_timeout=timeout,
             application_name=application_name,
+            connection_factory=connection_factory,
         )
     except psycopg2.OperationalError as exc:
         text = str(exc).strip()
@@ -149,13 +154,16 @@ def create_database(conn: Connection, name: str, template: str | None = None) ->
 FILE_COPY_ABOVE_BYTES = 64 * 1024 * 1024
 
 
-def copy_database(conn: Connection, name: str, source: str) -> None:
+def copy_database(conn: Connection, name: str, source: str, strategy: str | None = None) -> None:
     """CREATE DATABASE name TEMPLATE source, raising psycopg2's own errors: ObjectInUse means a
-    session is connected to `source`, which the caller may end and retry. A large source is
-    copied file by file (STRATEGY FILE_COPY, PostgreSQL 15+)."""
+    session is connected to `source`, which the caller may end and retry. Without a `strategy`
+    (WAL_LOG or FILE_COPY, PostgreSQL 15+), a large source is copied file by file."""
     query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source))
-    if conn.server_version >= 150000 and database_size(conn, source) > FILE_COPY_ABOVE_BYTES:
-        query = sql.SQL("{} STRATEGY FILE_COPY").format(query)
+    if conn.server_version >= 150000:
+        if strategy is None and database_size(conn, source) > FILE_COPY_ABOVE_BYTES:
+            strategy = "FILE_COPY"
+        if strategy:
+            query = sql.SQL("{} STRATEGY {}").format(query, sql.SQL(strategy))
     execute(conn, query)
 
 

@@ -273,6 +273,7 @@ class DockerEngine:
                         "POSTGRES_USER": cfg.user,
                         "POSTGRES_PASSWORD": cfg.password,
                         "POSTGRES_DB": "postgres",
+                        **({"POSTGRES_HOST_AUTH_METHOD": "trust"} if cfg.trust_local else {}),
                     },
                     ports={"5432/tcp": (cfg.bind, port)},
                     volumes=volumes,
@@ -520,6 +521,9 @@ def find_drift(info: ContainerInfo, cfg: Config) -> list[str]:
         drift.append("password differs from the config")
     if (info.volume or None) != (None if cfg.tmpfs else cfg.volume or None):
         drift.append(f"data volume is {info.volume or 'none'}, config says {cfg.volume or 'none'}")
+    trusted = info.env.get("POSTGRES_HOST_AUTH_METHOD") == "trust"
+    if trusted != cfg.trust_local:
+        drift.append(f"logins {'need no' if trusted else 'need a'} password, config says otherwise")
     if info.managed and info.labels.get(LABEL_TMPFS, "false") != ("true" if cfg.tmpfs else "false"):
         drift.append(f"data directory {'is' if cfg.tmpfs else 'is not'} meant to be in memory (tmpfs)")
     settings = json.dumps(dict(cfg.server_settings), sort_keys=True)

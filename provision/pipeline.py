@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -153,6 +153,24 @@ class Server:
     endpoint: Endpoint
     runner: PsqlRunner
     server_version: int
+    # The connection that proved readiness, until someone takes it (see admin_connection).
+    spare_conn: Connection | None = field(default=None, repr=False)
+
+    def admin_connection(self, application_name: str) -> Connection:
+        """A connection to the maintenance database: the readiness check's, the first time (a
+        login costs several ms of SCRAM), a new one after that."""
+        conn, self.spare_conn = self.spare_conn, None
+        if conn is None or conn.closed:
+            return dbops.connect(self.endpoint, application_name=application_name)
+        with dbops.server_errors("naming the session"):
+            dbops.execute(conn, "SELECT set_config('application_name', %s, false)", [application_name])
+        return conn
+
+    def close(self) -> None:
+        """Close the readiness check's connection if nobody took it."""
+        if self.spare_conn is not None:
+            self.spare_conn.close()
+            self.spare_conn = None
 
 
 def _now() -> str:

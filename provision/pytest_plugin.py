@@ -8,6 +8,9 @@ Inert until one of its fixtures is used. Fixtures:
   with ``.name``, ``.dsn`` and an open psycopg2 connection ``.conn``.
 - ``provision_db_factory``: ``provision_db_factory("chatbi_demo")`` does the same for any
   configured database.
+- ``provision_tx`` / ``provision_tx_factory``: transactional isolation for large or read-mostly
+  data: one copy per database and xdist worker, each test's work rolled back at teardown; the
+  connection's commit() and rollback() work on savepoints (see provision.transactions).
 
 Options (or ini keys): ``--provision-config`` / ``provision_config``, ``--provision-keep`` /
 ``provision_keep``, ``provision_pool_size``.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .dbops import Connection
     from .pool import DatabasePool, SessionLock
+    from .transactions import TransactionalConnection
 
 
 _KEPT = pytest.StashKey[list[str]]()
@@ -81,20 +85,25 @@ class ProvisionSession:
         return self.pools[database]
 
     def acquire(self, database: str) -> ProvisionedDatabase:
-        from . import dbops
+        name, conn = self.pool(database).acquire()
+        self.owners[name] = database
+        return ProvisionedDatabase(name, self.templates.endpoint.dsn(name, show_password=True), conn)
 
-        name = self.pool(database).acquire()
+    def acquire_transactional(self, database: str) -> ProvisionedDatabase:
+        """A copy for a worker's transactional tests, with a connection that never really commits."""
+        from . import dbops
+        from .transactions import TransactionalConnection
+
+        name, plain = self.pool(database).acquire()
+        plain.close()
         self.owners[name] = database
         ep = self.templates.endpoint
-        conn = dbops.connect(ep, name, application_name="pytest")
-        # Tests get a connection as psycopg2 makes it: in a transaction until they commit.
-        conn.autocommit = False
+        conn = dbops.connect(ep, name, application_name="pytest", connection_factory=TransactionalConnection)
         return ProvisionedDatabase(name, ep.dsn(name, show_password=True), conn)
 
     def release(self, db: ProvisionedDatabase) -> None:
-        if not db.conn.closed:
-            db.conn.close()
-        self.pools[self.owners.pop(db.name)].release(db.name, keep=self.keep)
+        # The pool closes the connection and drops the copy in the background.
+        self.pools[self.owners.pop(db.name)].release(db.name, db.conn, keep=self.keep)
         if self.keep:
             self.kept.append(db.name)
 
@@ -163,3 +172,58 @@ def provision_db(
     provision_db_factory: Callable[[str], ProvisionedDatabase], provision_session: ProvisionSession
 ) -> ProvisionedDatabase:
     return provision_db_factory(provision_session.config.databases[0].name)
+
+
+class TransactionalCopies:
+    """This session's copies for transactional tests: one per database, so one per xdist worker."""
+
+    def __init__(self, session: ProvisionSession) -> None:
+        self.session = session
+        self.copies: dict[str, ProvisionedDatabase] = {}
+
+    def get(self, database: str) -> ProvisionedDatabase:
+        if database not in self.copies:
+            db = self.session.acquire_transactional(database)
+            cast("TransactionalConnection", db.conn).isolate()
+            self.copies[database] = db
+        return self.copies[database]
+
+    def reset(self, database: str) -> None:
+        db = self.copies[database]
+        if not cast("TransactionalConnection", db.conn).unwind():
+            # The test committed for real (COMMIT as SQL text): this copy is dirty; the next gets another.
+            del self.copies[database]
+            self.session.release(db)
+
+    def close(self) -> None:
+        for db in self.copies.values():
+            self.session.release(db)
+
+
+@pytest.fixture(scope="session")
+def _provision_tx_copies(provision_session: ProvisionSession) -> Iterator[TransactionalCopies]:
+    copies = TransactionalCopies(provision_session)
+    yield copies
+    copies.close()
+
+
+@pytest.fixture
+def provision_tx_factory(_provision_tx_copies: TransactionalCopies) -> Iterator[Callable[[str], ProvisionedDatabase]]:
+    used: set[str] = set()
+
+    def make(database: str) -> ProvisionedDatabase:
+        used.add(database)
+        return _provision_tx_copies.get(database)
+
+    yield make
+    for database in used:
+        _provision_tx_copies.reset(database)
+
+
+@pytest.fixture
+def provision_tx(
+    _provision_tx_copies: TransactionalCopies, provision_session: ProvisionSession
+) -> Iterator[ProvisionedDatabase]:
+    database = provision_session.config.databases[0].name
+    yield _provision_tx_copies.get(database)
+    _provision_tx_copies.reset(database)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .dbops import ServerUnavailable, connect
+from .dbops import Connection, ServerUnavailable, connect
 from .endpoint import Endpoint
 from .errors import NotReady
 from .retry import call_with_retries
@@ -26,6 +26,8 @@ class Ready:
     server_version: int
     seconds: float
     attempts: int
+    # The login that proved readiness, still open: the caller's first connection, for free.
+    conn: Connection = field(repr=False)
 
 
 def wait_until_ready(
@@ -54,9 +56,7 @@ def wait_until_ready(
         ep = endpoint()
         remaining = max(2, int(timeout - (time.monotonic() - started)) + 1)
         conn = connect(ep, timeout=min(remaining, 5), application_name="provision wait")
-        version = int(conn.server_version)
-        conn.close()
-        return Ready(ep, version, time.monotonic() - started, attempts)
+        return Ready(ep, int(conn.server_version), time.monotonic() - started, attempts, conn)
 
     try:
         return call_with_retries(attempt, retry_on=ServerUnavailable, interval=interval, timeout=timeout)

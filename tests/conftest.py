@@ -214,3 +214,50 @@ def alembic_cli(project: Project, *args: str, database: str = "chatbi") -> subpr
     return subprocess.run(
         [str(alembic), "-c", "alembic.ini", *args], capture_output=True, text=True, cwd=project.dir, env=env, timeout=60
     )
+
+
+# ---------------------------------------------------------------- the pytest plugin
+
+SAMPLE = REPO / "tests" / "plugin_sample"
+TX_SAMPLE = REPO / "tests" / "plugin_tx_sample"
+
+
+def run_sample(
+    project: Project, *args: str, revision: str | None = None, sample: Path = SAMPLE
+) -> subprocess.CompletedProcess[str]:
+    """Run a sample suite for the pytest plugin in its own pytest process, against the project's config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "PYTEST_"))}
+    if revision:
+        env["SAMPLE_EXPECT_REVISION"] = revision
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "python_files=sample_*.py",
+            "--rootdir",
+            str(project.dir),
+            "--provision-config",
+            str(project.path),
+            str(sample),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project.dir,
+        timeout=600,
+    )
+
+
+def list_databases(docker_client: Any, container: str) -> list[str]:
+    """The databases of a container, read with psql inside it."""
+    code, out = docker_client.containers.get(container).exec_run(
+        ["psql", "-U", "chatbi", "-d", "postgres", "-Atc", "SELECT datname FROM pg_database"]
+    )
+    assert code == 0, out
+    return out.decode().split()

@@ -44,7 +44,7 @@ class ServerTarget(Target):
         up = UpResult(
             "external", None, ep.host, ep.port, ready.server_version, time.monotonic() - started, ready.seconds
         )
-        return Server(ready.endpoint, self.psql_runner(ready.endpoint), ready.server_version), up
+        return Server(ready.endpoint, self.psql_runner(ready.endpoint), ready.server_version, ready.conn), up
 
     def psql_runner(self, endpoint: Endpoint) -> PsqlRunner:
         from ..sqlstream import LocalPsql

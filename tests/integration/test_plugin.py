@@ -2,57 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 
-from tests.conftest import HEAD, Project, use_alembic_example
+from tests.conftest import HEAD, TX_SAMPLE, Project, list_databases, run_sample, use_alembic_example
 
 pytestmark = pytest.mark.integration
-
-SAMPLE = Path(__file__).resolve().parents[1] / "plugin_sample"
-
-
-def run_sample(project: Project, *args: str, revision: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "PYTEST_"))}
-    if revision:
-        env["SAMPLE_EXPECT_REVISION"] = revision
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-o",
-            "python_files=sample_*.py",
-            "--rootdir",
-            str(project.dir),
-            "--provision-config",
-            str(project.path),
-            str(SAMPLE),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=project.dir,
-        timeout=600,
-    )
-
-
-def list_databases(docker_client: Any, container: str) -> list[str]:
-    code, out = docker_client.containers.get(container).exec_run(
-        ["psql", "-U", "chatbi", "-d", "postgres", "-Atc", "SELECT datname FROM pg_database"]
-    )
-    assert code == 0, out
-    return out.decode().split()
 
 
 def test_sample_suite_under_xdist_isolates_tests_and_leaves_nothing(project: Project, docker_client: Any) -> None:
@@ -142,3 +100,20 @@ def test_sample_suite_against_the_alembic_example_at_head(project: Project, dock
     assert again.returncode == 0, again.stdout + again.stderr
     after = {n for n in list_databases(docker_client, container) if n.startswith("chatbi__tpl_")}
     assert len(after - before) == 1, (before, after)
+
+
+def test_transactional_fixture_isolates_tests_with_one_copy_per_worker(project: Project, docker_client: Any) -> None:
+    """provision_tx: commits stay inside the test, SQLAlchemy's savepoint recipe works, a real COMMIT
+    gets the worker a new copy, each worker keeps one copy, and nothing is left behind."""
+    basetemp = project.dir / "basetemp"
+    result = run_sample(project, "-p", "xdist", "-n", "2", f"--basetemp={basetemp}", sample=TX_SAMPLE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "27 passed" in result.stdout, result.stdout
+    container = project.name + "-test"
+    assert not [n for n in list_databases(docker_client, container) if "__pool_" in n]
+    copies = {path.name: set(path.read_text().split()) for path in basetemp.glob("tx-copy-*")}
+    assert copies and all(len(names) == 1 for names in copies.values()), copies
+
+    # In one process, in file order: after a COMMIT sent as SQL text, the next test gets a new, clean copy.
+    ordered = run_sample(project, "-k", "sent_as_sql_text or after_a_real_commit", sample=TX_SAMPLE)
+    assert ordered.returncode == 0 and "2 passed" in ordered.stdout, ordered.stdout + ordered.stderr

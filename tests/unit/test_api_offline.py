@@ -90,6 +90,7 @@ def test_config_for_tests_uses_a_private_fast_container(defaults: Config) -> Non
     cfg = api.config_for_tests(tuned)
     assert cfg.container == "chatbi-postgres-test"
     assert cfg.volume is None and cfg.port == 0 and cfg.cleanup == "sync"
+    assert cfg.trust_local is True and defaults.trust_local is False  # only the throwaway test server
     settings = dict(cfg.server_settings)
     assert settings["synchronous_commit"] == "off" and settings["full_page_writes"] == "off"
     assert settings["work_mem"] == "64MB"

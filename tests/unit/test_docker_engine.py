@@ -387,3 +387,14 @@ def test_check_port_free_accepts_a_free_port() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     check_port_free("127.0.0.1", port)  # closed again: free
+
+
+def test_drift_in_password_free_logins(defaults: Config) -> None:
+    trusting = info_with(
+        env={"POSTGRES_USER": "chatbi", "POSTGRES_PASSWORD": "chatbi", "POSTGRES_HOST_AUTH_METHOD": "trust"}
+    )
+    assert find_drift(trusting, defaults) == ["logins need no password, config says otherwise"]
+    assert find_drift(trusting, defaults.with_overrides(trust_local=True)) == []
+    assert find_drift(info_with(), defaults.with_overrides(trust_local=True)) == [
+        "logins need a password, config says otherwise"
+    ]
