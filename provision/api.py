@@ -29,6 +29,7 @@ from .targets import make_target
 
 if TYPE_CHECKING:
     from .dbops import Connection
+    from .doctor import DoctorResult
     from .drift import CheckResult
     from .endpoint import Endpoint
     from .snapshots import (
@@ -56,6 +57,7 @@ __all__ = [
     "connect",
     "connect_admin",
     "database_url",
+    "doctor",
     "down",
     "endpoint",
     "ensure_templates",
@@ -528,6 +530,24 @@ def _readable_copy(server: Server, admin: Connection, snap: Snapshot) -> Iterato
         yield scratch
 
 
+# ---------------------------------------------------------------- doctor
+
+
+def doctor(cfg: Config) -> DoctorResult:
+    """Check this machine's setup for the configured target, changing nothing: DoctorResult.passed
+    is False when any check failed."""
+    from . import doctor as checks
+
+    target_checks, admin = make_target(cfg).diagnose()
+    found = list(target_checks)
+    if admin is not None:
+        try:
+            found += checks.server_checks(cfg, admin)
+        finally:
+            admin.close()
+    return checks.DoctorResult(tuple(found))
+
+
 # ---------------------------------------------------------------- check
 
 
@@ -640,6 +660,7 @@ def status(cfg: Config) -> StatusResult:
                     sources=record.get("sources") if isinstance(record.get("sources"), list) else None,  # type: ignore[arg-type]
                     current_hash=current_hash,
                     stale=None if recorded is None or current_hash is None else recorded != current_hash,
+                    stale_reason=_stale_reason(record, plan, current_hash, behind),
                     alembic_head=head,
                     revisions_behind=behind,
                     restored_from=_str(record.get("restored_from")),
@@ -650,6 +671,39 @@ def status(cfg: Config) -> StatusResult:
         admin.close()
     pretty = f"{version // 10000}.{version % 10000}"
     return result(pretty, None, tuple(databases), tuple(templates), found)
+
+
+def _stale_reason(
+    record: dict[str, object], plan: BuildPlan | None, current: str | None, behind: int | None
+) -> str | None:
+    """Why a database differs from what its configuration builds now, in words; None when it does not."""
+    if plan is None or current is None or record.get("hash") in (None, current):
+        return None
+    reasons = []
+    sources = record.get("sources")
+    built = (
+        {str(p[0]): str(p[1]) for p in sources if isinstance(p, list) and len(p) == 2}
+        if isinstance(sources, list)
+        else {}
+    )
+    now = {f.display: f.sha256 for f in plan.files}
+    changed = sorted(name for name in now.keys() | built.keys() if now.get(name) != built.get(name))
+    if changed:
+        reasons.append("sources changed: " + ", ".join(changed))
+    was = _mapping(record.get("variables"))
+    for name, value in sorted(dict(plan.variables).items()):
+        if str(was.get(name)) != value:
+            reasons.append(f"variable {name} is {was.get(name)} in the database, {value} in the config")
+    if plan.migrations is not None:
+        if _mapping(record.get("migrations")).get("inputs") != plan.migrations.digest:
+            reasons.append("migrations changed")
+        if behind:
+            reasons.append(f"{behind} migration{'s' if behind != 1 else ''} pending")
+    return "; ".join(reasons) or "built by another version of provision or of the server"
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
 
 
 def _migration_state(plan: BuildPlan | None, versions: list[str] | None) -> tuple[str | None, int | None]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from . import __version__
-from .errors import DRIFT_FOUND, ProvisionError, Refused, exit_codes
+from .errors import DOCTOR_FAILED, DRIFT_FOUND, ProvisionError, Refused, exit_codes
 from .targets import KINDS
 
 if TYPE_CHECKING:
@@ -38,6 +38,21 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def complete_databases(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion: the configured database names (from -c, $PROVISION_CONFIG or ./provision.yaml).
+
+    Runs only when the shell asks for completions, so `provision --help` pays nothing for it."""
+    from click.shell_completion import CompletionItem
+
+    from .config import load_config
+
+    try:
+        cfg = load_config(ctx.find_root().params.get("config_path"))
+    except ProvisionError:
+        return []  # a broken config completes nothing rather than printing an error into the shell
+    return [CompletionItem(db.name) for db in cfg.databases if db.name.startswith(incomplete)]
 
 
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,15 +88,33 @@ def cli(ctx: click.Context, /, config_path: str | None, debug: bool, **overrides
 
 
 def _echo_event(quiet: bool) -> Callable[[Event], None]:
+    live = not quiet and sys.stdout.isatty()
+
     def emit(event: Event) -> None:
+        if event.kind == "progress":
+            if live:
+                _echo_progress(event)
+            return
         if quiet and event.kind != "wait":
             return
         where = f"[{event.database}] " if event.database else ""
         took = f"  {event.seconds:.2f}s" if event.seconds is not None else ""
-        mark = {"step": "  ok", "info": "  ..", "wait": "wait"}[event.kind]
+        mark = {"step": "  ok", "info": "  ..", "wait": "wait"}.get(event.kind, "  ..")
         click.echo(f"{mark} {where}{event.message}{took}", err=event.kind == "wait")
 
     return emit
+
+
+def _echo_progress(event: Event) -> None:
+    """One line, rewritten in place: bytes done of total, the rate, and the time left."""
+    done, total, seconds = event.done or 0, event.total or 0, event.seconds or 0.0
+    rate = done / seconds if seconds > 0 else 0.0
+    left = f"ETA {(total - done) / rate:.0f}s" if rate > 0 and done < total else "done"
+    line = (
+        f"  .. [{event.database}] load {event.message}: {done / 1e6:.0f} of {total / 1e6:.0f} MB, "
+        f"{rate / 1e6:.1f} MB/s, {left}"
+    )
+    click.echo("\r" + line.ljust(78), nl=done >= total)
 
 
 def _timeout_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,9 +200,7 @@ def status(obj: Context, as_json: bool) -> None:
         elif db.alembic_head and db.revisions_behind is None:
             alembic += f" (not among the migrations; head is {db.alembic_head})"
         state = (
-            "unknown origin"
-            if db.content_hash is None
-            else ("STALE: sources changed since it was built" if db.stale else "up to date")
+            "unknown origin" if db.content_hash is None else (f"STALE: {db.stale_reason}" if db.stale else "up to date")
         )
         click.echo(
             f"{db.name:<14} {(db.size_bytes or 0) / 1e6:.1f} MB  {db.tables} tables  alembic {alembic}  "
@@ -233,7 +264,7 @@ def logs(obj: Context, follow: bool, tail: int | None) -> None:
 
 
 @cli.command()
-@click.argument("database", required=False)
+@click.argument("database", required=False, shell_complete=complete_databases)
 @pass_ctx
 def psql(obj: Context, database: str | None) -> None:
     """Open an interactive psql on DATABASE (default: the first configured one).
@@ -250,7 +281,7 @@ def psql(obj: Context, database: str | None) -> None:
 
 
 @cli.command()
-@click.argument("database", required=False)
+@click.argument("database", required=False, shell_complete=complete_databases)
 @click.option("--show-password", is_flag=True, help="Print the real password instead of ***.")
 @pass_ctx
 def url(obj: Context, database: str | None, show_password: bool) -> None:
@@ -268,7 +299,13 @@ def url(obj: Context, database: str | None, show_password: bool) -> None:
 @cli.command()
 @click.option("-y", "--yes", is_flag=True, help="Replace databases that hold tables without asking.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (steps, sources with size and sha256); touch nothing.")
-@click.option("--only", multiple=True, metavar="DB", help="Rebuild only this database (repeatable).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="DB",
+    shell_complete=complete_databases,
+    help="Rebuild only this database (repeatable).",
+)
 @click.option("--skip-demo", is_flag=True, help="Leave demo databases (demo: true) alone.")
 @click.option("--demo-scale", type=int, help="Demo data scale (1 = about 10k orders).")
 @click.option("--no-cache", is_flag=True, help="Build from the SQL even when a cached template matches.")
@@ -358,7 +395,13 @@ def fresh(
 
 @cli.command()
 @click.option("--live", is_flag=True, help="Compare the live databases with a fresh build from their sources.")
-@click.option("--only", multiple=True, metavar="DB", help="Check only this database (repeatable).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="DB",
+    shell_complete=complete_databases,
+    help="Check only this database (repeatable).",
+)
 @click.option("--column-order", is_flag=True, help="Also report columns in a different order.")
 @_timeout_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
@@ -407,6 +450,36 @@ def check(
         sys.exit(DRIFT_FOUND)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@pass_ctx
+def doctor(obj: Context, as_json: bool) -> None:
+    """Say what is wrong with this machine's setup, and how to fix it; exit 12 if a check fails.
+
+    Checks the engine (how it was found, its socket, its version), the image, free disk, the
+    port, the container and its drift, the server, copies left by crashed runs, templates and
+    the provisioner lock (for target: server, psql and the server). Changes nothing.
+
+    \b
+    Example:
+      provision doctor
+      DOCKER_HOST=unix:///tmp/nope.sock provision doctor --json
+    """
+    from . import api
+
+    result = api.doctor(obj.config())
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(result), "passed": result.passed}, indent=2))
+    else:
+        marks = {"ok": "  ok", "warn": "warn", "fail": "FAIL"}
+        for check in result.checks:
+            click.echo(f"{marks[check.status]}  {check.name:<15} {check.detail}")
+            if check.fix and check.status != "ok":
+                click.echo(f"      {'':<15} fix: {check.fix}")
+    if not result.passed:
+        sys.exit(DOCTOR_FAILED)
+
+
 @cli.group()
 def snapshot() -> None:
     """Save, list, restore, remove and export snapshots of the databases.
@@ -424,7 +497,12 @@ def snapshot() -> None:
 
 def _db_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--db", "databases", multiple=True, metavar="DB", help="Only this database (repeatable; default: all)."
+        "--db",
+        "databases",
+        multiple=True,
+        metavar="DB",
+        shell_complete=complete_databases,
+        help="Only this database (repeatable; default: all).",
     )(f)
 
 
@@ -559,7 +637,9 @@ def snapshot_rm(obj: Context, name: str, databases: tuple[str, ...], as_json: bo
 @snapshot.command("export")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
-@click.option("--db", "database", metavar="DB", help="The database whose snapshot to export (default: the first).")
+@click.option(
+    "--db", "database", metavar="DB", shell_complete=complete_databases, help="The database whose snapshot to export."
+)
 @_json_option
 @pass_ctx
 def snapshot_export(obj: Context, name: str, file: str, database: str | None, as_json: bool) -> None:

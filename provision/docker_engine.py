@@ -337,6 +337,39 @@ class DockerEngine:
         except docker.errors.NotFound:
             self.api.create_volume(name, labels={LABEL_MANAGED: "true"})
 
+    # ------------------------------------------------------------ facts for `provision doctor`
+
+    def version(self) -> dict[str, Any]:
+        """The engine's /version: Version, ApiVersion, Os, ..."""
+        with self.guard("read the engine version"):
+            if self.is_local:
+                _, data = _unix_get(self.socket_path, "/version")
+                return data if isinstance(data, dict) else {}
+            return dict(self.api.version())
+
+    def data_root(self) -> str | None:
+        """Where the engine keeps its data (DockerRootDir), when it says."""
+        with self.guard("read the engine info"):
+            if self.is_local:
+                _, data = _unix_get(self.socket_path, "/info")
+            else:
+                data = self.api.info()
+        return str(data.get("DockerRootDir")) if isinstance(data, dict) and data.get("DockerRootDir") else None
+
+    def image_state(self, image: str) -> tuple[str, str]:
+        """("present" | "pullable" | "absent", detail): asks the registry for the manifest, pulls nothing."""
+        with self.guard(f"look up image {image}"):
+            try:
+                self.api.inspect_image(image)
+                return "present", f"{image} is present"
+            except docker.errors.ImageNotFound:
+                pass
+            try:
+                self.api.inspect_distribution(image)
+                return "pullable", f"{image} is not present; its registry has it"
+            except docker.errors.APIError as exc:
+                return "absent", f"{image} is not present, and its registry cannot be reached: {exc.explanation or exc}"
+
     # ------------------------------------------------------------ logs and exec
 
     def log_tail(self, name: str, lines: int = 30) -> str:
@@ -581,3 +614,35 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+# ---------------------------------------------------------------- what `provision doctor` asks
+
+
+def engine_origin(env: Mapping[str, str]) -> tuple[str, str]:
+    """How the engine address was chosen, and the address: DOCKER_HOST, a docker context, or the default."""
+    if env.get("DOCKER_HOST"):
+        return "DOCKER_HOST", env["DOCKER_HOST"]
+    context = _current_context_name(env)
+    if context != "default":
+        base_url, _ = resolve_endpoint(env)
+        origin = "DOCKER_CONTEXT" if env.get("DOCKER_CONTEXT") else "the docker CLI's current context"
+        return f"{origin} {context!r}", base_url or DEFAULT_ENDPOINT
+    return "the default socket", DEFAULT_ENDPOINT
+
+
+def well_known_sockets(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Engine sockets of the usual installs that exist on this machine: (which, path)."""
+    home = os.path.expanduser("~")
+    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    candidates = [
+        ("Docker Engine", "/var/run/docker.sock"),
+        ("Docker Desktop", os.path.join(home, ".docker", "run", "docker.sock")),
+        ("colima", os.path.join(home, ".colima", "default", "docker.sock")),
+        ("OrbStack", os.path.join(home, ".orbstack", "run", "docker.sock")),
+        ("Rancher Desktop", os.path.join(home, ".rd", "docker.sock")),
+        ("rootless Docker", os.path.join(runtime, "docker.sock")),
+        ("Podman (rootless)", os.path.join(runtime, "podman", "podman.sock")),
+        ("Podman", "/run/podman/podman.sock"),
+    ]
+    return [(which, path) for which, path in candidates if os.path.exists(path)]

@@ -115,6 +115,7 @@ class ServerError(ProvisionError):
 # Exit codes that are not errors of this hierarchy.
 SUCCESS = 0
 DRIFT_FOUND = 11
+DOCTOR_FAILED = 12
 INTERRUPTED = 130
 
 
@@ -128,5 +129,6 @@ def exit_codes() -> list[tuple[int, str]]:
         table.setdefault(cls.exit_code, cls.meaning)
         pending.extend(cls.__subclasses__())
     table[DRIFT_FOUND] = "`provision check` found drift: the schemas differ (not an error; each difference is listed)"
+    table[DOCTOR_FAILED] = "`provision doctor` found a failing check (each is listed with its fix)"
     table[INTERRUPTED] = "interrupted (Ctrl-C): nothing half-built is left in place"
     return sorted(table.items())

@@ -11,10 +11,13 @@ from typing import Literal
 class Event:
     """Progress reported to the caller; the library never prints."""
 
-    kind: Literal["step", "info", "wait"]
+    kind: Literal["step", "info", "wait", "progress"]
     message: str
     database: str | None = None
     seconds: float | None = None
+    # "progress": bytes of the sources read so far, of `total` (at most a few such events a second).
+    done: int | None = None
+    total: int | None = None
 
 
 EventFn = Callable[[Event], None]

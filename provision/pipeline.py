@@ -8,7 +8,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -283,6 +283,27 @@ def build_into(
             return dbops.table_count(conn)
 
 
+# A long load reports its progress this often: often enough for a live display, cheap enough not to show.
+PROGRESS_SECONDS = 0.5
+
+
+def _progress(database: str, files: Sequence[SourceFile], on_event: EventFn) -> Callable[[int], None]:
+    """Counts the bytes read of `files` and reports them as "progress" events, every PROGRESS_SECONDS."""
+    total = sum(f.size for f in files)
+    started = time.monotonic()
+    state = {"done": 0, "next": started + PROGRESS_SECONDS}
+    label = files[0].display if len(files) == 1 else f"{len(files)} SQL files"
+
+    def count(read: int) -> None:
+        state["done"] += read
+        now = time.monotonic()
+        if now >= state["next"] or state["done"] >= total:
+            state["next"] = now + PROGRESS_SECONDS
+            on_event(Event("progress", label, database, now - started, int(state["done"]), total))
+
+    return count
+
+
 def _segments(files: Sequence[SourceFile]) -> list[list[SourceFile]]:
     """Consecutive SQL files go through one psql; each pg_dump custom-format file through its own pg_restore."""
     out: list[list[SourceFile]] = []
@@ -308,7 +329,7 @@ def _load(
         return
     # Line numbers count from this psql's input: a map of its own, its digests passed on.
     lines = SourceMap()
-    chunks = stream_files([f.path for f in segment], lines)
+    chunks = stream_files([f.path for f in segment], lines, on_bytes=_progress(plan.name, segment, on_event))
     with _timed(on_event, f"load {len(segment)} SQL file(s)", plan.name):
         output = server.runner.run(name, psql_args(plan.variables, single), chunks)
     digests.digests.update(lines.digests)

@@ -59,6 +59,7 @@ class DatabaseStatus:
     sources: list[list[str]] | None = None
     current_hash: str | None = None
     stale: bool | None = None
+    stale_reason: str | None = None  # why it is stale: what differs between its build and the config now
     alembic_head: str | None = None  # the revision the configured migrations reach
     revisions_behind: int | None = None  # migrations not yet applied to the database
     restored_from: str | None = None  # the snapshot it was last restored from

@@ -88,11 +88,13 @@ def source_kind(head: bytes) -> SourceKind:
 
 
 class _Hashing(io.RawIOBase):
-    """Reads a file, hashing the raw bytes as they go by (the sha256 of the file as it is on disk)."""
+    """Reads a file, hashing the raw bytes as they go by (the sha256 of the file as it is on disk),
+    and telling `on_bytes` how many it read (the progress of a long load)."""
 
-    def __init__(self, fh: IO[bytes], digest: hashlib._Hash) -> None:
+    def __init__(self, fh: IO[bytes], digest: hashlib._Hash, on_bytes: Callable[[int], None] | None = None) -> None:
         self.fh = fh
         self.digest = digest
+        self.on_bytes = on_bytes
 
     def readable(self) -> bool:
         return True
@@ -100,17 +102,21 @@ class _Hashing(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self.fh.read(len(buffer))
         self.digest.update(data)
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
         buffer[: len(data)] = data
         return len(data)
 
 
 @contextlib.contextmanager
-def open_source(path: Path, digest: hashlib._Hash) -> Iterator[IO[bytes]]:
+def open_source(
+    path: Path, digest: hashlib._Hash, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[IO[bytes]]:
     """The file's content, decompressed while it is read (gzip, xz), with the raw bytes hashed into `digest`."""
     with path.open("rb") as fh:
         kind = source_kind(fh.read(8))
         fh.seek(0)
-        raw = io.BufferedReader(_Hashing(fh, digest))
+        raw = io.BufferedReader(_Hashing(fh, digest, on_bytes))
         # The decompressors are imported only for compressed sources: start-up time matters.
         if kind == "gzip":
             import gzip
@@ -129,14 +135,20 @@ def open_source(path: Path, digest: hashlib._Hash) -> Iterator[IO[bytes]]:
             pass
 
 
-def stream_files(files: Sequence[Path], source_map: SourceMap, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Yield the files' bytes one after another, as psql would read them with one -f each."""
+def stream_files(
+    files: Sequence[Path],
+    source_map: SourceMap,
+    chunk_bytes: int = CHUNK_BYTES,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
+    """Yield the files' bytes one after another, as psql would read them with one -f each;
+    `on_bytes` hears how many bytes of the files (as on disk) have been read."""
     line = 1
     for path in files:
         first = line
         last_byte = b"\n"
         digest = hashlib.sha256()
-        with open_source(path, digest) as fh:
+        with open_source(path, digest, on_bytes) as fh:
             while chunk := fh.read(chunk_bytes):
                 line += chunk.count(b"\n")
                 last_byte = chunk[-1:]

@@ -18,6 +18,8 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..dbops import Connection
+    from ..doctor import Check
     from ..endpoint import Endpoint
     from ..events import EventFn
     from ..pipeline import Server
@@ -91,6 +93,10 @@ class Target(ABC):
     @abstractmethod
     def server_state(self) -> ServerState:
         """What `status` shows before it connects."""
+
+    @abstractmethod
+    def diagnose(self) -> tuple[list[Check], Connection | None]:
+        """`provision doctor`'s checks for this kind, and a connection when the server answers."""
 
     def down(self, volumes: bool) -> DownResult:
         raise self.unsupported("down")

@@ -11,14 +11,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from ..endpoint import Endpoint, connect_host
-from ..errors import ContainerError, DockerUnavailable
+from ..errors import ContainerError, DockerUnavailable, ProvisionError
 from ..events import Event, EventFn
 from ..results import Command, DownResult, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..dbops import Connection
     from ..docker_engine import ContainerInfo, DockerEngine
+    from ..doctor import Check, Status
     from ..pipeline import Server
     from ..sqlstream import PsqlOutput, PsqlRunner
 
@@ -180,6 +182,106 @@ class DockerTarget(Target):
     def logs(self, follow: bool, tail: int | None) -> Iterator[bytes]:
         return self.engine.follow_logs(self.container, follow, "all" if tail is None else tail)
 
+    def diagnose(self) -> tuple[list[Check], Connection | None]:
+        from .. import dbops
+        from ..docker_engine import check_port_free, engine_origin, find_drift, well_known_sockets
+        from ..doctor import Check, guarded
+
+        cfg = self.cfg
+        how, address = engine_origin(os.environ)
+        found = well_known_sockets(os.environ)
+        others = [f"{which} ({path})" for which, path in found if f"unix://{path}" != address]
+        checks = [
+            Check(
+                "engine address",
+                "ok",
+                f"{address}, from {how}" + (f"; other engines here: {', '.join(others)}" if others else ""),
+            )
+        ]
+        if address.startswith("unix://"):
+            path = address[len("unix://") :]
+            if not os.path.exists(path):
+                checks.append(
+                    Check(
+                        "socket",
+                        "fail",
+                        f"{path} does not exist: no engine listens there",
+                        f"start the engine, or point DOCKER_HOST at one of: {', '.join(p for _, p in found)}"
+                        if found
+                        else "start the Docker engine (Docker Desktop, colima, OrbStack, dockerd)",
+                    )
+                )
+                return checks, None
+            if not os.access(path, os.R_OK | os.W_OK):
+                checks.append(
+                    Check(
+                        "socket",
+                        "fail",
+                        f"no permission to use {path}",
+                        "add your user to the `docker` group (then log in again), or run as root",
+                    )
+                )
+                return checks, None
+            checks.append(Check("socket", "ok", f"{path} is usable"))
+        try:
+            engine = self.engine
+            version = engine.version()
+        except ProvisionError as exc:
+            checks.append(Check("engine", "fail", exc.message, exc.hint or None))
+            return checks, None
+        checks.append(
+            Check("engine", "ok", f"Docker {version.get('Version', '?')}, API {version.get('ApiVersion', '?')}")
+        )
+        state, detail = engine.image_state(cfg.image)
+        checks.append(
+            Check(
+                "image",
+                "fail" if state == "absent" else "ok",
+                detail,
+                "build a local stand-in: compose/build-offline-image.sh, or set `image:`"
+                if state == "absent"
+                else None,
+            )
+        )
+        checks += guarded("disk", lambda: _disk_check(engine.data_root()))
+        info = engine.find(cfg.container)
+        if info is None:
+            checks.append(Check("container", "ok", f"{cfg.container} does not exist yet; `provision up` creates it"))
+        else:
+            drift = find_drift(info, cfg)
+            status: Status = "fail" if drift or not info.running else "ok"
+            checks.append(
+                Check(
+                    "container",
+                    status,
+                    f"{cfg.container} is {info.status}"
+                    + (f"; differs from the config: {'; '.join(drift)}" if drift else ""),
+                    "provision up --recreate (the volume is kept)"
+                    if drift
+                    else (None if info.running else "provision up"),
+                )
+            )
+        ours = info is not None and info.host_port == cfg.port
+        if not cfg.port:
+            checks.append(Check("port", "ok", "Docker chooses a free port (port: 0)"))
+        elif ours:
+            checks.append(Check("port", "ok", f"port {cfg.port} is published by {cfg.container}"))
+        else:
+
+            def port_free() -> Check:
+                check_port_free(cfg.bind, cfg.port)
+                return Check("port", "ok", f"port {cfg.port} is free")
+
+            checks += guarded("port", port_free)
+        admin = None
+        if info is not None and info.running:
+            try:
+                admin = dbops.connect(self.endpoint_at(info.host_port or cfg.port), application_name="provision doctor")
+                checks.append(Check("server", "ok", f"PostgreSQL {admin.server_version // 10000} accepts logins"))
+            except ProvisionError as exc:
+                checks.append(Check("server", "fail", exc.message, exc.hint or None))
+        return checks, admin
+
     def for_tests(self) -> Config:
         """Its own container `<container>-test` on a free port, its data directory in memory
         (tmpfs), with fsync and friends off, and logins without a password: the SCRAM exchange
@@ -197,6 +299,22 @@ class DockerTarget(Target):
             cleanup="sync",
             trust_local=True,
         )
+
+
+def _disk_check(root: str | None) -> Check:
+    from ..doctor import Check
+
+    if root is None or not os.path.isdir(root):
+        return Check("disk", "ok", "the engine keeps its data elsewhere (not visible from here)")
+    stat = os.statvfs(root)
+    free = stat.f_bavail * stat.f_frsize
+    status: Status = "fail" if free < 1e9 else "warn" if free < 5e9 else "ok"
+    return Check(
+        "disk",
+        status,
+        f"{free / 1e9:.1f} GB free under {root}",
+        None if status == "ok" else "free some space: `docker system prune`, `provision snapshot rm`, fewer templates",
+    )
 
 
 class _ContainerPsql:

@@ -6,12 +6,14 @@ import time
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..endpoint import Endpoint
-from ..errors import Refused
+from ..errors import ProvisionError, Refused
 from ..events import Event, EventFn
 from ..results import Command, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
+    from ..dbops import Connection
+    from ..doctor import Check
     from ..pipeline import Server
     from ..sqlstream import PsqlOutput, PsqlRunner
 
@@ -65,6 +67,26 @@ class ServerTarget(Target):
         env = dict(os.environ, PGPASSWORD=ep.password, PGAPPNAME="provision dump")
         proc = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, env=env, check=False)
         return PsqlOutput(proc.returncode, proc.stderr.decode("utf-8", "replace")[-4000:])
+
+    def diagnose(self) -> tuple[list[Check], Connection | None]:
+        from .. import dbops
+        from ..doctor import Check, guarded
+        from ..sqlstream import find_local_tool
+
+        ep = self.endpoint()
+        checks = guarded("psql", lambda: Check("psql", "ok", f"local psql: {find_local_tool('psql')}"))
+        try:
+            self.check_writable()
+            checks.append(Check("host", "ok", f"{ep.host}:{ep.port}"))
+        except ProvisionError as exc:
+            checks.append(Check("host", "warn", exc.message, exc.hint or None))
+        try:
+            admin = dbops.connect(ep, application_name="provision doctor")
+        except ProvisionError as exc:
+            checks.append(Check("server", "fail", exc.message, exc.hint or None))
+            return checks, None
+        checks.append(Check("server", "ok", f"PostgreSQL {admin.server_version // 10000} accepts logins"))
+        return checks, admin
 
     def server_state(self) -> ServerState:
         return ServerState(None, "external", None, None, self.endpoint())

@@ -1,6 +1,7 @@
 """docker-compose end to end: Postgres healthy -> one-shot `provision fresh` exits 0 -> the app starts.
 
-Runs the repository's docker-compose.yml with Debian's docker-compose (Compose v1) under a
+Runs the repository's docker-compose.yml with both Compose v1 (Debian's docker-compose 1.29) and
+Compose v2 (the `docker compose` plugin, 2.26), each under a
 throwaway project name and a free host port, and always takes the project down with its volumes.
 The first run builds the provision image (apt + PyPI, a minute or two); later runs reuse the
 cached layers, and a change to provision's code rebuilds only the last layer, offline.
@@ -63,18 +64,30 @@ def _timestamp(value: str) -> datetime:
     return datetime.fromisoformat(f"{main}.{fraction}").replace(tzinfo=timezone.utc)
 
 
+# Compose v1 (Debian's docker-compose 1.29) and v2 (the `docker compose` CLI plugin).
+COMPOSE_VERSIONS = {"v1": ["docker-compose"], "v2": ["docker", "compose"]}
+
+
+def _compose_command(version: str) -> list[str] | None:
+    argv = COMPOSE_VERSIONS[version]
+    program = shutil.which(argv[0])
+    if program is None:
+        return None
+    probe = subprocess.run([program, *argv[1:], "version"], capture_output=True, text=True, check=False)
+    return [program, *argv[1:]] if probe.returncode == 0 else None
+
+
 class ComposeProject:
-    def __init__(self, name: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, env: dict[str, str], command: list[str]) -> None:
         self.name = name
         self.env = env
+        self.command = command
         self.files = [COMPOSE_FILE]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        compose = shutil.which("docker-compose")
-        assert compose is not None
         files = [arg for path in self.files for arg in ("-f", str(path))]
         return subprocess.run(
-            [compose, *files, "-p", self.name, *args],
+            [*self.command, *files, "-p", self.name, *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -94,10 +107,12 @@ def name_prefix(request: pytest.FixtureRequest) -> str:
     return str(getattr(conftest, "NAME_PREFIX", "provtest-"))
 
 
-@pytest.fixture
-def compose_project(docker_client: Any, name_prefix: str) -> Iterator[ComposeProject]:
-    if shutil.which("docker-compose") is None:
-        message = "docker-compose is not installed (Debian: apt-get install docker-compose)"
+@pytest.fixture(params=sorted(COMPOSE_VERSIONS))
+def compose_project(request: pytest.FixtureRequest, docker_client: Any, name_prefix: str) -> Iterator[ComposeProject]:
+    command = _compose_command(request.param)
+    if command is None:
+        wanted = " ".join(COMPOSE_VERSIONS[request.param])
+        message = f"Compose {request.param} ({wanted}) is not installed; scripts/dev setup installs both"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " (CI=true: integration tests must not be skipped)")
         pytest.skip(message)
@@ -110,7 +125,7 @@ def compose_project(docker_client: Any, name_prefix: str) -> Iterator[ComposePro
         CHATBI_DB_PORT=str(_free_port()),
     )
     # Compose names the data volume <project>_chatbi-pgdata, so the session cleanup catches it too.
-    project = ComposeProject(name_prefix + "compose-" + secrets.token_hex(4), env)
+    project = ComposeProject(name_prefix + "compose-" + secrets.token_hex(4), env, command)
     yield project
     down = project.run("down", "-v", "--remove-orphans", "-t", "5", timeout=180)
     assert down.returncode == 0, down.stderr
@@ -146,6 +161,7 @@ def test_compose_stack_provisions_then_starts_the_app(
         except Exception:  # noqa: BLE001
             pass
     assert up.returncode == 0, f"docker-compose up failed after {up_seconds:.0f}s:\n{up.stdout}\n{up.stderr}"
+    assert "obsolete" not in up.stderr.lower() and "warn" not in up.stderr.lower(), up.stderr
 
     containers = compose_project.containers(docker_client)
     assert set(containers) == {"chatbi-postgres", "provision", "app"}, containers

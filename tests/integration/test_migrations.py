@@ -138,6 +138,7 @@ def test_status_says_how_far_behind_head_the_database_is(app: Project) -> None:
     assert status["alembic_versions"] == [HEAD]
     assert status["alembic_head"] == "0003_saved_queries_shared"
     assert status["revisions_behind"] == 1
+    assert status["stale_reason"] == "migrations changed; 1 migration pending"
     text = cli(app, "status").stdout
     assert "1 revision behind head 0003_saved_queries_shared" in text
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_help_documents_exit_codes_and_commands() -> None:
     assert result.exception is None, result.output
     assert "Exit codes:" in result.output
     codes = exit_codes()
-    assert {code for code, _ in codes} == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130}
+    assert {code for code, _ in codes} == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 130}
     for code, meaning in codes:
         assert f"{code:<3} {meaning.replace('`', '')}" in result.output
     for command in SUBCOMMANDS:
@@ -516,3 +517,35 @@ def test_readme_documents_every_exit_code_and_target_kind() -> None:
     for name, kind in KINDS.items():
         assert f"| `{name}` | {kind.summary} |" in readme
     assert "--target " + "|".join(KINDS) in readme
+
+
+def complete(words: str, cwd: Path, env: dict[str, str] | None = None) -> list[str]:
+    """What the shell gets for `words` (bash's protocol: one `type,value` line per item)."""
+    parts = words.split(" ")
+    result = subprocess.run(
+        [sys.executable, "-m", "provision"],
+        env={**os.environ, **(env or {}), "_PROVISION_COMPLETE": "bash_complete", "COMP_WORDS": words,
+             "COMP_CWORD": str(len(parts) - 1)},
+        capture_output=True, text=True, cwd=cwd, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
+
+
+def test_database_names_complete_from_the_config(tmp_path: Path, sqlclient: Path) -> None:
+    assert complete("provision url chatbi_", tmp_path) == ["chatbi_demo"]
+    assert complete("provision fresh --only ", tmp_path) == ["chatbi", "chatbi_demo"]
+    assert complete("provision psql ", tmp_path) == ["chatbi", "chatbi_demo"]
+    assert complete("provision snapshot save x --db chatbi", tmp_path) == ["chatbi", "chatbi_demo"]
+    assert complete(f"provision -c {sqlclient / 'provision.yaml'} psql ", tmp_path) == ["sqlclient"]
+    (tmp_path / "provision.yaml").write_text("databases: [broken\n")
+    assert complete("provision url ", tmp_path) == []  # a broken config completes nothing, quietly
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_for_each_shell(tmp_path: Path, shell: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "provision"], env={**os.environ, "_PROVISION_COMPLETE": f"{shell}_source"},
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and "_PROVISION_COMPLETE" in result.stdout, result.stderr

@@ -63,6 +63,8 @@ def test_python_m_provision_help_per_importtime(tmp_path: Path) -> None:
     assert "docker" not in modules
     assert "psycopg2" not in modules
     assert not any(m.startswith(("docker.", "psycopg2.")) for m in modules)
+    # Database-name completion runs only when a shell asks for completions.
+    assert "click.shell_completion" not in modules and "yaml" not in modules
 
 
 def test_package_import_is_light_and_names_are_lazy(tmp_path: Path) -> None:

@@ -1,0 +1,129 @@
+"""`provision doctor`: what is wrong with this machine's setup, and how to fix it, one check at a time.
+
+The checks that depend on where the server runs come from the target (`Target.diagnose`); the
+checks on the server itself (leftovers, templates, the lock) are the same for every kind and live
+here. No check changes anything, and none raises: a check that cannot run says so as its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from .errors import ProvisionError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .dbops import Connection
+
+Status = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing doctor looked at: what it found, and how to fix it when it is not ok."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorResult:
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Every check is ok or only a warning."""
+        return all(check.status != "fail" for check in self.checks)
+
+
+def guarded(name: str, run: Callable[[], Check | Sequence[Check]]) -> list[Check]:
+    """Run one check; a ProvisionError it raises becomes a failed check with the error's hint."""
+    try:
+        found = run()
+    except ProvisionError as exc:
+        return [Check(name, "fail", exc.message, exc.hint or None)]
+    return [found] if isinstance(found, Check) else list(found)
+
+
+def server_checks(cfg: Config, admin: Connection) -> list[Check]:
+    """The checks on a reachable server: leftovers of crashed runs, stale templates, the lock."""
+    return [
+        *guarded("leftovers", lambda: _leftovers(cfg, admin)),
+        *guarded("templates", lambda: _templates(cfg, admin)),
+        *guarded("lock", lambda: _lock(admin)),
+    ]
+
+
+def _leftovers(cfg: Config, admin: Connection) -> Check:
+    from . import dbops
+    from .pipeline import LEFTOVER_KINDS
+
+    rows = dbops.list_databases(admin)
+    names = [db.name for db in cfg.databases]
+    busy = {
+        r[0] for r in dbops.execute(admin, "SELECT DISTINCT datname FROM pg_stat_activity WHERE datname IS NOT NULL")
+    }
+    found = sorted(
+        row
+        for row in rows
+        for name in names
+        for kind in (*LEFTOVER_KINDS, "pool")
+        if row.startswith(dbops.derived_prefix(name, kind)) and row not in busy
+    )
+    if not found:
+        return Check("leftovers", "ok", "no copies left by crashed runs")
+    size = sum(dbops.database_size(admin, row) for row in found)
+    return Check(
+        "leftovers",
+        "warn",
+        f"{len(found)} copies left by crashed or killed runs ({size / 1e6:.0f} MB): {', '.join(found[:5])}"
+        + (" ..." if len(found) > 5 else ""),
+        "the next `provision fresh` (or test session) drops them",
+    )
+
+
+def _templates(cfg: Config, admin: Connection) -> Check:
+    from . import dbops
+    from .pipeline import plan_database, template_name
+
+    rows = dbops.list_databases(admin)
+    version = int(admin.server_version)
+    stale, total = [], 0
+    for db in cfg.databases:
+        current = None
+        with contextlib.suppress(ProvisionError):
+            current = template_name(db.name, plan_database(cfg, db).content_hash(version))
+        for row in rows:
+            if row.startswith(dbops.derived_prefix(db.name, "tpl")):
+                size = dbops.database_size(admin, row)
+                total += size
+                if row != current:
+                    stale.append((row, size))
+    if not stale:
+        return Check("templates", "ok", f"cached templates are current ({total / 1e6:.0f} MB)")
+    size = sum(s for _, s in stale)
+    return Check(
+        "templates",
+        "warn",
+        f"{len(stale)} cached templates are for older sources ({size / 1e6:.0f} MB of {total / 1e6:.0f} MB)",
+        "kept for switching back (keep_templates); lower keep_templates to keep fewer",
+    )
+
+
+def _lock(admin: Connection) -> Check:
+    from . import dbops
+
+    holder = dbops.lock_holder(admin, 0)
+    if holder is None:
+        return Check("lock", "ok", "no provisioner is running")
+    return Check(
+        "lock",
+        "warn",
+        f"the provisioner lock is held by {holder}",
+        "a fresh, snapshot or tidy-up is running; a new run waits for it (or --no-wait fails at once)",
+    )
