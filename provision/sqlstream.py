@@ -321,19 +321,23 @@ class ServerErrorInSql(ServerError):
 
 
 def find_local_tool(name: str) -> str:
-    """A PostgreSQL client program (psql, pg_dump, pg_restore), the newest installed. Debian's
-    /usr/bin/psql is a Perl wrapper that costs ~45 ms a call, so the real binaries come first."""
-    candidates = sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-        key=lambda p: tuple(int(n) for n in re.findall(r"\d+", p.split("/")[4])),
-        reverse=True,
-    )
-    found = candidates[0] if candidates else shutil.which(name)
+    """A PostgreSQL client program (psql, pg_dump, pg_restore) on PATH. Debian's /usr/bin/psql is a
+    Perl wrapper that costs ~45 ms a call, so when that is what PATH finds, the newest real binary
+    behind it is used instead."""
+    found = shutil.which(name)
     if not found:
         raise ConfigError(
-            f"{name} is not installed, and the server target runs it locally",
+            f"{name} is not on PATH, and this runs it locally",
             hint="install the PostgreSQL client (Debian: apt-get install postgresql-client; macOS: brew install libpq)",
         )
+    if os.path.realpath(found).endswith("/pg_wrapper"):
+        candidates = sorted(
+            glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+            key=lambda p: tuple(int(n) for n in re.findall(r"\d+", p.split("/")[4])),
+            reverse=True,
+        )
+        if candidates:
+            return candidates[0]
     return found
 
 

@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from ..endpoint import Endpoint, connect_host
-from ..errors import ContainerError, DockerUnavailable, ProvisionError
+from ..errors import ConfigError, ContainerError, DockerUnavailable, ProvisionError
 from ..events import Event, EventFn
 from ..results import Command, DownResult, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
@@ -136,6 +136,13 @@ class DockerTarget(Target):
         docker_cli = shutil.which("docker")
         if not docker_cli:
             # Without the docker CLI, a local psql through the published port does the same job.
+            if not shutil.which("psql"):
+                raise ConfigError(
+                    "`provision psql` needs the docker CLI (to run psql inside the container) or a local psql, "
+                    "and neither is on PATH",
+                    hint="install either (the docker CLI comes with Docker Desktop; psql with postgresql-client "
+                    "or libpq), or connect your own client to `provision url --show-password`",
+                )
             return local_psql_command(self.endpoint(), database)
         found = self.engine.find(self.container)
         if found is None or not found.running:

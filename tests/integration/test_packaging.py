@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import Project
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_wheel_install_runs_from_anywhere_with_its_sql(tmp_path: Path) -> None:
+def install_wheel(tmp_path: Path) -> Path:
+    """Build the wheel and install it into a new venv; returns the venv."""
     dist = tmp_path / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
@@ -33,7 +38,11 @@ def test_wheel_install_runs_from_anywhere_with_its_sql(tmp_path: Path) -> None:
         timeout=600,
     )
     assert install.returncode == 0, install.stderr
+    return venv
 
+
+def test_wheel_install_runs_from_anywhere_with_its_sql(tmp_path: Path) -> None:
+    venv = install_wheel(tmp_path)
     elsewhere = tmp_path / "somewhere" / "else"
     elsewhere.mkdir(parents=True)
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -70,3 +79,32 @@ def test_wheel_install_runs_from_anywhere_with_its_sql(tmp_path: Path) -> None:
     assert version.returncode == 0 and "provision" in version.stdout
     typed = Path(located.stdout.strip()).parent / "py.typed"
     assert typed.is_file()
+
+
+def test_the_installed_wheel_needs_neither_the_docker_cli_nor_psql(tmp_path: Path, project: Project) -> None:
+    """Issue 14: up, fresh, status and down against the docker target with only the SDK; `psql` says
+    what is missing. PATH holds the venv alone: no docker CLI, no psql, no /usr/bin."""
+    venv = install_wheel(tmp_path)
+    path = str(venv / "bin")
+    assert shutil.which("docker", path=path) is None and shutil.which("psql", path=path) is None
+    env = {"PATH": path, "HOME": str(tmp_path)}
+
+    def provision(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv / "bin" / "provision"), "-c", str(project.path), *args],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+
+    up = provision("up")
+    assert up.returncode == 0, up.stderr
+    built = provision("fresh", "--yes", "--json")
+    assert built.returncode == 0, built.stderr
+    assert {d["name"]: d["tables"] for d in json.loads(built.stdout)["databases"]}["chatbi"] == 16
+    status = provision("status", "--json")
+    assert status.returncode == 0 and all(d["exists"] for d in json.loads(status.stdout)["databases"])
+    psql = provision("psql")
+    assert psql.returncode == 2, psql.stderr
+    assert "needs the docker CLI" in psql.stderr and "neither is on PATH" in psql.stderr
+    assert "provision url --show-password" in psql.stderr and "Traceback" not in psql.stderr
+    down = provision("down", "--volumes", "--yes")
+    assert down.returncode == 0, down.stderr

@@ -135,11 +135,6 @@ def test_every_subcommand_help_has_an_example(command: str) -> None:
     assert f"provision {command}" in result.output
 
 
-def test_version() -> None:
-    result = invoke("--version")
-    assert "provision, version 0.1.0" in result.output
-
-
 # ---------------------------------------------------------------- parsing and output
 
 
@@ -549,3 +544,17 @@ def test_completion_scripts_for_each_shell(tmp_path: Path, shell: str) -> None:
         capture_output=True, text=True, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert result.returncode == 0 and "_PROVISION_COMPLETE" in result.stdout, result.stderr
+
+
+def test_one_version_everywhere() -> None:
+    """provision --version, the installed package's metadata and the changelog's newest release agree."""
+    import importlib.metadata
+    import re
+
+    import provision
+
+    changelog = (Path(__file__).resolve().parents[2] / "CHANGELOG.md").read_text()
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog, flags=re.MULTILINE)
+    assert released and released[0] == provision.__version__
+    assert importlib.metadata.version("provision") == provision.__version__
+    assert invoke("--version").output.strip() == f"provision, version {provision.__version__}"

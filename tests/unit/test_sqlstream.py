@@ -314,24 +314,45 @@ def test_psql_args_single_transaction_only_when_asked() -> None:
     assert not any(a.startswith("scale=") for a in args)
 
 
-def test_find_local_psql_prefers_the_newest_versioned_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def debian_wrapper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PATH finds psql as Debian's pg_wrapper (a symlink to .../pg_wrapper)."""
+    wrapper = tmp_path / "share" / "pg_wrapper"
+    wrapper.parent.mkdir()
+    wrapper.write_text("#!/usr/bin/perl\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "psql").symlink_to(wrapper)
+    monkeypatch.setattr(shutil, "which", lambda name: str(tmp_path / "bin" / name))
+
+
+def test_find_local_psql_prefers_the_newest_binary_behind_debians_wrapper(
+    monkeypatch: pytest.MonkeyPatch, debian_wrapper: None
+) -> None:
     found = ["/usr/lib/postgresql/15/bin/psql", "/usr/lib/postgresql/17/bin/psql", "/usr/lib/postgresql/16/bin/psql"]
     monkeypatch.setattr(glob, "glob", lambda pattern: list(found))
     assert find_local_psql() == "/usr/lib/postgresql/17/bin/psql"
 
 
-def test_find_local_psql_orders_old_dotted_versions_below_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_local_psql_orders_old_dotted_versions_below_new_ones(
+    monkeypatch: pytest.MonkeyPatch, debian_wrapper: None
+) -> None:
     found = ["/usr/lib/postgresql/9.6/bin/psql", "/usr/lib/postgresql/17/bin/psql"]
     monkeypatch.setattr(glob, "glob", lambda pattern: list(found))
     assert find_local_psql() == "/usr/lib/postgresql/17/bin/psql"
 
 
+def test_find_local_psql_takes_path_as_it_is_without_the_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: "/opt/homebrew/bin/psql")
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/usr/lib/postgresql/17/bin/psql"])
+    assert find_local_psql() == "/opt/homebrew/bin/psql"
+
+
 def test_find_local_psql_without_any_psql(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/usr/lib/postgresql/17/bin/psql"])
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError) as info:
         find_local_psql()
-    assert "psql is not installed" in str(info.value)
+    assert "psql is not on PATH" in str(info.value)
     assert "postgresql-client" in info.value.hint
 
 
