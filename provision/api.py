@@ -256,13 +256,7 @@ def fresh(
             dbops.acquire_lock(lock_conn, wait_for_lock, lambda msg: emit(Event("wait", msg)))
         names = [p.name for p in plans]
         if not yes:
-            at_risk = tables_at_risk(server, names)
-            if at_risk and not (confirm is not None and confirm(at_risk)):
-                listing = ", ".join(f"{n} ({c} tables)" for n, c in at_risk.items())
-                raise Refused(
-                    f"not replacing databases that hold data without confirmation: {listing}",
-                    hint="pass --yes (or yes=True) to replace them",
-                )
+            _confirm_replace(server, names, confirm)
         cleanup_leftovers(lock_conn, names, emit)
         results = fresh_databases(server, lock_conn, plans, use_cache, emit, template_now=cfg.cleanup == "sync")
         mode: Literal["background", "sync"]
@@ -277,6 +271,17 @@ def fresh(
     finally:
         lock_conn.close()
     return FreshResult(tuple(results), time.monotonic() - started, mode, up_result)
+
+
+def _confirm_replace(server: Server, names: Sequence[str], confirm: Callable[[dict[str, int]], bool] | None) -> None:
+    """Refused unless `confirm` agrees to replace those of `names` that hold tables."""
+    at_risk = tables_at_risk(server, names)
+    if at_risk and not (confirm is not None and confirm(at_risk)):
+        listing = ", ".join(f"{n} ({c} tables)" for n, c in at_risk.items())
+        raise Refused(
+            f"not replacing databases that hold data without confirmation: {listing}",
+            hint="pass --yes (or yes=True) to replace them",
+        )
 
 
 @contextlib.contextmanager
@@ -447,13 +452,7 @@ def snapshot_restore(
         found = _find_snapshots(cfg, admin, name, databases)
         names = [s.database for s in found]
         if not yes:
-            at_risk = tables_at_risk(server, names)
-            if at_risk and not (confirm is not None and confirm(at_risk)):
-                listing = ", ".join(f"{n} ({c} tables)" for n, c in at_risk.items())
-                raise Refused(
-                    f"not replacing databases that hold data without confirmation: {listing}",
-                    hint="pass --yes (or yes=True) to restore over them",
-                )
+            _confirm_replace(server, names, confirm)
         cleanup_leftovers(admin, names, emit)
         done = snapshots.restore(admin, found, emit)
         mode = _tidy_after(cfg, server, names, emit)

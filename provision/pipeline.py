@@ -173,7 +173,8 @@ class Server:
             self.spare_conn = None
 
 
-def _now() -> str:
+def now() -> str:
+    """The time now, as provenance and snapshot records write it."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
@@ -190,21 +191,27 @@ def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, tab
         "variables": dict(plan.variables),
         "tables": tables,
         "built_at": built_at,
-        "provisioned_at": _now(),
+        "provisioned_at": now(),
     }
     if plan.migrations is not None:
         record["migrations"] = {"inputs": plan.migrations.digest, "revision": plan.migrations.revision}
     return json.dumps(record, separators=(",", ":"))
 
 
-def read_provenance(comment: str | None) -> dict[str, object] | None:
+def read_comment(comment: str | None) -> dict[str, object] | None:
+    """The JSON record provision keeps in a database's comment; None for any other comment."""
     if not comment or not comment.startswith("{"):
         return None
     try:
         data = json.loads(comment)
     except ValueError:
         return None
-    return data if isinstance(data, dict) and "hash" in data else None
+    return data if isinstance(data, dict) else None
+
+
+def read_provenance(comment: str | None) -> dict[str, object] | None:
+    data = read_comment(comment)
+    return data if data is not None and "hash" in data else None
 
 
 def template_name(database: str, content_hash: str) -> str:
@@ -398,7 +405,7 @@ def _from_cache(
     if tpl not in rows or not rows[tpl].is_template:
         return None
     record = read_provenance(rows[tpl].comment) or {}
-    built_at = str(record.get("built_at", _now()))
+    built_at = str(record.get("built_at", now()))
     tables = int(str(record.get("tables", 0)))
     stage = dbops.derived_name(plan.name, "stage", _token())
     spare = spare_name(plan.name, content_hash)
@@ -423,7 +430,7 @@ def _build(server: Server, plan: BuildPlan, on_event: EventFn, template_now: boo
     if template_now:
         with dropped_on_failure(server.endpoint, stage):
             ensure_template(server, plan, on_event, clone_from=(stage, tables))
-    return Prepared(plan, stage, "built", content_hash, _now(), tables)
+    return Prepared(plan, stage, "built", content_hash, now(), tables)
 
 
 def fresh_databases(
@@ -585,7 +592,7 @@ def ensure_template(
             dropped_on_failure(server.endpoint, stage),
             dbops.connection(server.endpoint, application_name=BUILD_APP) as admin,
         ):
-            comment = provenance(plan, content_hash, "template", _now(), tables)
+            comment = provenance(plan, content_hash, "template", now(), tables)
             with dbops.server_errors(f"marking the template of {plan.name}"):
                 dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
     return tpl

@@ -17,7 +17,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Literal
 
 from . import dbops
@@ -26,7 +25,7 @@ from .dbops import Connection
 from .endpoint import Endpoint
 from .errors import ConfigError, Refused
 from .events import Event, EventFn, ignore
-from .pipeline import read_provenance, swap_into_place
+from .pipeline import now, read_comment, read_provenance, swap_into_place
 from .retry import call_with_retries
 from .sqlstream import BUILD_APP
 
@@ -70,18 +69,9 @@ def standby_db(database: str, name: str) -> str:
     return dbops.derived_name(database, "standby", name)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
 def _record(comment: str | None) -> dict[str, object] | None:
-    if not comment or not comment.startswith("{"):
-        return None
-    try:
-        data = json.loads(comment)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("kind") == KIND else None
+    data = read_comment(comment)
+    return data if data is not None and data.get("kind") == KIND else None
 
 
 def list_snapshots(admin: Connection, databases: Sequence[str]) -> list[Snapshot]:
@@ -177,7 +167,7 @@ def save(
         "kind": KIND,
         "name": name,
         "database": database,
-        "created_at": _now(),
+        "created_at": now(),
         "alembic_versions": versions,
         "provenance": source,
     }
@@ -224,7 +214,7 @@ def restore(
         message = "take the standby copy" if how[snap.database] == "standby" else "clone the snapshot"
         on_event(Event("step", f"{message} of {snap.name}", snap.database, time.monotonic() - started))
         comment = dict(snap.provenance or {"database": snap.database, "hash": None})
-        comment.update(restored_from=snap.name, restored_at=_now(), snapshot_created_at=snap.created_at)
+        comment.update(restored_from=snap.name, restored_at=now(), snapshot_created_at=snap.created_at)
         staged.append((snap.database, stage, json.dumps(comment, separators=(",", ":"))))
     checkpoint("restore-staged")
     replaced = swap_into_place(admin, staged, on_event)
