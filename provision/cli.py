@@ -117,6 +117,10 @@ def _echo_progress(event: Event) -> None:
     click.echo("\r" + line.ljust(78), nl=done >= total)
 
 
+def _only_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--only", multiple=True, metavar="DB", shell_complete=complete_databases, help=text)
+
+
 def _timeout_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--timeout", type=float, help="Seconds to wait for the server (default 60).")(f)
 
@@ -299,13 +303,7 @@ def url(obj: Context, database: str | None, show_password: bool) -> None:
 @cli.command()
 @click.option("-y", "--yes", is_flag=True, help="Replace databases that hold tables without asking.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (steps, sources with size and sha256); touch nothing.")
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="DB",
-    shell_complete=complete_databases,
-    help="Rebuild only this database (repeatable).",
-)
+@_only_option("Rebuild only this database (repeatable).")
 @click.option("--skip-demo", is_flag=True, help="Leave demo databases (demo: true) alone.")
 @click.option("--demo-scale", type=int, help="Demo data scale (1 = about 10k orders).")
 @click.option("--no-cache", is_flag=True, help="Build from the SQL even when a cached template matches.")
@@ -395,13 +393,7 @@ def fresh(
 
 @cli.command()
 @click.option("--live", is_flag=True, help="Compare the live databases with a fresh build from their sources.")
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="DB",
-    shell_complete=complete_databases,
-    help="Check only this database (repeatable).",
-)
+@_only_option("Check only this database (repeatable).")
 @click.option("--column-order", is_flag=True, help="Also report columns in a different order.")
 @_timeout_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")

@@ -397,6 +397,29 @@ class DockerEngine:
                 raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
         return int(result.exit_code or 0), result.output.decode("utf-8", "replace")
 
+    def _exec_socket(
+        self, name: str, argv: Sequence[str], stdin: bool, user: str, environment: Mapping[str, str] | None
+    ) -> tuple[str, socket.socket]:
+        """Start `argv` in the container; returns the exec's id and the raw socket of its streams."""
+        try:
+            exec_id = self.api.exec_create(
+                name,
+                list(argv),
+                stdin=stdin,
+                stdout=True,
+                stderr=True,
+                user=user,
+                environment=dict(environment or {}),
+            )["Id"]
+            raw = self.api.exec_start(exec_id, socket=True)
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
+        # The SDK hands back a SocketIO wrapper; only the socket itself can half-close,
+        # and half-closing is what tells the process its stdin has ended.
+        sock: socket.socket = getattr(raw, "_sock", raw)
+        sock.settimeout(None)
+        return str(exec_id), sock
+
     def exec_stream(
         self,
         name: str,
@@ -407,23 +430,7 @@ class DockerEngine:
     ) -> PsqlOutput:
         """Run `argv` in the container with `chunks` on its stdin; memory stays flat for any input size."""
         with self.guard(f"exec in {name}"):
-            try:
-                exec_id = self.api.exec_create(
-                    name,
-                    list(argv),
-                    stdin=True,
-                    stdout=True,
-                    stderr=True,
-                    user=user,
-                    environment=dict(environment or {}),
-                )["Id"]
-                raw = self.api.exec_start(exec_id, socket=True)
-            except docker.errors.APIError as exc:
-                raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
-            # The SDK hands back a SocketIO wrapper; only the socket itself can half-close,
-            # and half-closing is what tells the process its stdin has ended.
-            sock: socket.socket = getattr(raw, "_sock", raw)
-            sock.settimeout(None)
+            exec_id, sock = self._exec_socket(name, argv, True, user, environment)
             try:
                 stdout, stderr = pump(
                     chunks, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR), lambda: _frames(sock)
@@ -439,15 +446,7 @@ class DockerEngine:
         """Run `argv` in the container, writing its stdout to `out` as it arrives (memory stays flat)."""
         err = Tail()
         with self.guard(f"exec in {name}"):
-            try:
-                exec_id = self.api.exec_create(
-                    name, list(argv), stdin=False, stdout=True, stderr=True, environment=dict(environment or {})
-                )["Id"]
-                raw = self.api.exec_start(exec_id, socket=True)
-            except docker.errors.APIError as exc:
-                raise ContainerError(f"cannot exec in {name}: {exc.explanation or exc}") from exc
-            sock: socket.socket = getattr(raw, "_sock", raw)
-            sock.settimeout(None)
+            exec_id, sock = self._exec_socket(name, argv, False, "", environment)
             try:
                 for stream, data in _frames(sock):
                     if stream == 1:
