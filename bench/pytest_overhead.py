@@ -2,9 +2,12 @@
 
 Run: `.venv/bin/python bench/pytest_overhead.py [--tests 300] [--rounds 5]`.
 
-Each round runs, in an alternating order, four pytest processes over the same N trivial tests:
+Each round runs, in an alternating order, five pytest processes over the same N trivial tests:
 - `bare`: no fixture;
-- `provision_db`: a private copy of chatbi from provision's warm pool, with an open connection;
+- `provision_db`: a private copy of chatbi from provision's warm pool, with an open connection
+  (the test only reads, so the copy is proved unchanged and reused);
+- `provision_db-write`: the same, but each test creates a table, so every copy is dropped and a
+  new one cloned;
 - `provision_tx`: one copy per worker, each test inside a transaction rolled back at teardown;
 - `template-per-test`: pytest-postgresql's way, by hand: CREATE DATABASE ... TEMPLATE, connect, DROP.
 
@@ -12,7 +15,7 @@ A conftest records the span from the end of the first test's setup to the end of
 teardown: the session's start (interpreter, plugin, server and template check, the pool's first
 fill) happens once, in the first setup, and is reported on its own. The per-test cost of a
 fixture is (its span - the bare span) / (N - 1), and the report gives its median over the rounds.
-Everything runs against the plugin's own test server (tmpfs, fsync off), the same for all four.
+Everything runs against the plugin's own test server (tmpfs, fsync off), the same for all five.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ def write_suite(folder: Path, tests: int) -> dict[str, Path]:
     bodies = {
         "bare": "def test_{i}():\n    pass\n",
         "provision_db": "def test_{i}(provision_db):\n    provision_db.conn.cursor().execute('SELECT 1')\n",
+        "provision_db-write": (
+            "def test_{i}(provision_db):\n    provision_db.conn.cursor().execute('CREATE TABLE t (a int)')\n"
+        ),
         "provision_tx": "def test_{i}(provision_tx):\n    provision_tx.conn.cursor().execute('SELECT 1')\n",
         "template-per-test": "def test_{i}(template_copy):\n    template_copy.cursor().execute('SELECT 1')\n",
     }

@@ -741,7 +741,7 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
     lock, so parallel test workers build each template once. Also drops pool copies left by
     test sessions that died.
     """
-    from . import dbops
+    from . import dbops, recycling
     from .errors import DriftDetected
     from .pipeline import ensure_template, prune_templates
     from .pool import remove_dead_copies
@@ -763,6 +763,9 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
         for name, tpl in templates.items():
             prune_templates(lock_conn, name, cfg.keep_templates, tpl, emit)
         remove_dead_copies(lock_conn, [plan.name for plan in plans])
+        if cfg.tmpfs:
+            # provision's own throwaway test server: pool copies a test left unchanged are reused.
+            recycling.enable(lock_conn)
     finally:
         lock_conn.close()
     return TemplateSet(server.endpoint, templates, up_result)

@@ -15,6 +15,7 @@ NAMES = (
     "before-swap",
     "swapped",
     "housekeeping-leftovers-dropped",
+    "template-frozen",
     "template-built",
     "spare-created",
 )

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # Private copies that exist only while a run holds the lock: whatever is left of them is a dead run's.
 LEFTOVER_KINDS = ("stage", "old", "check")
 # Bump when what a build produces changes for the same sources, so old templates are not reused.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -592,10 +592,21 @@ def ensure_template(
             dropped_on_failure(server.endpoint, stage),
             dbops.connection(server.endpoint, application_name=BUILD_APP) as admin,
         ):
+            freeze(server.endpoint, stage)
+            checkpoint("template-frozen")
             comment = provenance(plan, content_hash, "template", now(), tables)
             with dbops.server_errors(f"marking the template of {plan.name}"):
                 dbops.swap_in(admin, [dbops.Swap(tpl, stage, None, comment)], make_template=True)
     return tpl
+
+
+def freeze(ep: Endpoint, name: str) -> None:
+    """VACUUM FREEZE a copy about to become a template. A template accepts no connections, so
+    nothing would do it later, and every clone would then prune and set hint bits on first
+    read: work repeated per copy, and, on the test server, WAL that makes an untouched pool
+    copy look changed (recycling.py)."""
+    with dbops.connection(ep, name, application_name=BUILD_APP) as conn, dbops.server_errors(f"freezing {name}"):
+        dbops.execute(conn, "VACUUM FREEZE")
 
 
 def housekeep(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import psycopg2
 
-from . import dbops
+from . import dbops, recycling
 from .dbops import Connection
 from .endpoint import Endpoint
 from .errors import ProvisionError, ServerError
@@ -93,8 +93,10 @@ class DatabasePool:
     """Private copies of `template` for one database, `size` of them kept ready, each with an
     open connection (a test then waits for neither the clone nor the login).
 
-    acquire() takes a ready copy (milliseconds when the pool is warm); release() queues it for
-    closing and dropping in the background, so a used copy is never handed out again.
+    acquire() takes a ready copy (milliseconds when the pool is warm); release() hands it back.
+    A used copy is never handed out again as it is: it is dropped in the background, or, when
+    the server's WAL proves the test changed nothing in it (recycling.py), renamed and reused,
+    which saves the clone and the drop.
     """
 
     def __init__(
@@ -106,7 +108,7 @@ class DatabasePool:
         self.token = token
         self.size = size
         self._ready: queue.Queue[tuple[str, Connection | None]] = queue.Queue()
-        self._to_drop: queue.Queue[str] = queue.Queue()
+        self._returned: queue.Queue[tuple[str, int | None]] = queue.Queue()
         self._serial = 0
         self._pending = 0
         self._lock = threading.Condition()
@@ -118,31 +120,54 @@ class DatabasePool:
         ]
         self._threads.append(threading.Thread(target=self._drain, name=f"provision-pool-drop-{database}", daemon=True))
         self._outstanding: set[str] = set()
+        self._admin: Connection | None = None
+        # Recycling needs pg_walinspect (decided in start()) and a template without unlogged
+        # relations (decided on the first copy: None until then).
+        self._wal_readable = False
+        self._template_logged: bool | None = None
+        self._baselines: dict[str, recycling.Baseline] = {}
+        self._reclaimed: list[str] = []
+        self.reused = 0
 
     def start(self) -> DatabasePool:
+        self._admin = dbops.connect(self.endpoint, application_name="provision pool")
+        self._wal_readable = recycling.available(self._admin)
         for thread in self._threads:
             thread.start()
         return self
 
-    def _next_name(self) -> str | None:
+    def _next_job(self) -> tuple[str, bool] | None:
+        """The next copy to make ready: (name, True) for a reclaimed one, else (a new name, False)."""
         with self._lock:
             while not self._stopped and self._ready.qsize() + self._pending >= self.size:
                 self._lock.wait(0.5)
             if self._stopped:
                 return None
-            self._serial += 1
             self._pending += 1
+            if self._reclaimed:
+                return self._reclaimed.pop(), True
+            return self._new_name(), False
+
+    def _new_name(self) -> str:
+        with self._lock:
+            self._serial += 1
             return pool_name(self.database, self.token, self._serial)
 
     def _fill(self) -> None:
         try:
             with dbops.connection(self.endpoint, application_name="provision pool") as admin:
-                while (name := self._next_name()) is not None:
+                while (job := self._next_job()) is not None:
+                    name, reclaimed = job
                     try:
-                        with dbops.server_errors(f"cloning {self.template} for a test"):
-                            dbops.copy_database(admin, name, self.template, strategy=STRATEGY)
+                        if not reclaimed:
+                            with dbops.server_errors(f"cloning {self.template} for a test"):
+                                dbops.copy_database(admin, name, self.template, strategy=STRATEGY)
+                                if self._wal_readable and self._template_logged is not False:
+                                    self._baselines[name] = recycling.baseline(admin, name)
                         conn = dbops.connect(self.endpoint, name, application_name=TEST_APP)
                         conn.autocommit = False
+                        if self._wal_readable and self._template_logged is None:
+                            self._check_template(conn)
                     finally:
                         with self._lock:
                             self._pending -= 1
@@ -151,12 +176,33 @@ class DatabasePool:
             self._error = exc
             self._ready.put((_STOP, None))
 
+    def _check_template(self, conn: Connection) -> None:
+        """Writes to unlogged tables leave no WAL, so a template that has one rules recycling out."""
+        with dbops.server_errors(f"looking at a copy of {self.template}"):
+            unlogged = recycling.has_unlogged_relations(conn)
+            conn.rollback()
+        self._template_logged = not unlogged
+
     def _drain(self) -> None:
-        with (
-            contextlib.suppress(ProvisionError),
-            dbops.connection(self.endpoint, application_name="provision pool") as admin,
-        ):
-            while (name := self._to_drop.get()) != _STOP:
+        admin = self._admin
+        assert admin is not None, "start() opens it"
+        with contextlib.suppress(ProvisionError), contextlib.closing(admin):
+            while (item := self._returned.get())[0] != _STOP:
+                name, backend_pid = item
+                since = self._baselines.pop(name, None)
+                if since is not None and self._template_logged and not self._stopped:
+                    name, fresh = recycling.reclaim(admin, name, self._new_name(), since, backend_pid)
+                    if fresh is not None:
+                        with self._lock:
+                            self._baselines[name] = fresh
+                            self._reclaimed.append(name)
+                            self.reused += 1
+                            self._lock.notify_all()
+                        continue
+                with contextlib.suppress(ProvisionError):
+                    dbops.drop_database(admin, name)
+            # Reclaimed copies no filler took (the fillers have stopped, so the list is final).
+            for name in self._reclaimed:
                 with contextlib.suppress(ProvisionError):
                     dbops.drop_database(admin, name)
 
@@ -182,13 +228,17 @@ class DatabasePool:
     def release(self, name: str, conn: Connection | None = None, keep: bool = False) -> None:
         # Closed now, not by the drain: a backlog of copies waiting to be dropped must not hold
         # connections open (max_connections). Closing only sends a message; it does not wait.
+        backend_pid = None
         if conn is not None:
             with contextlib.suppress(psycopg2.Error):
+                backend_pid = conn.info.backend_pid if not conn.closed else None
                 conn.close()
         with self._lock:
             self._outstanding.discard(name)
-        if not keep:
-            self._to_drop.put(name)
+        if keep:
+            self._baselines.pop(name, None)
+        else:
+            self._returned.put((name, backend_pid))
 
     def close(self, keep: bool = False) -> list[str]:
         """Stop refilling; drop every copy this pool made (unless keep). Returns the kept names."""
@@ -210,7 +260,7 @@ class DatabasePool:
                 leftovers.append(name)
         kept = sorted(self._outstanding) if keep else []
         for name in leftovers + ([] if keep else sorted(self._outstanding)):
-            self._to_drop.put(name)
-        self._to_drop.put(_STOP)
+            self._returned.put((name, None))
+        self._returned.put((_STOP, None))
         self._threads[-1].join(timeout=60)
         return kept

@@ -41,6 +41,7 @@ CHECKPOINTS = (
     "before-swap",
     "swapped",
     "housekeeping-leftovers-dropped",
+    "template-frozen",
     "template-built",
     "spare-created",
 )
@@ -49,7 +50,8 @@ BEFORE_SWAP = frozenset(CHECKPOINTS[:4])
 REACHABLE = {
     "nocache": CHECKPOINTS[:6],  # --no-cache: no template, no spare
     "changed": CHECKPOINTS,
-    "cached": CHECKPOINTS[3:],  # the spare is taken: nothing is built before the swap
+    # The spare is taken: nothing is built before the swap, and the template exists (so it is not frozen again).
+    "cached": tuple(cp for cp in CHECKPOINTS[3:] if cp != "template-frozen"),
 }
 CASES = (
     [("solo", "nocache", cp) for cp in REACHABLE["nocache"]]
@@ -234,7 +236,7 @@ def test_kill_at_random_times(bench: KillBench, faults: Any, tally: Any) -> None
 
 # Killed in the detached housekeeping process (cleanup: background), which inherits PROVISION_KILL_AT;
 # the checkpoints it reaches before anything else does. The run itself has already swapped and exits 0.
-BACKGROUND_CASES = ("housekeeping-leftovers-dropped", "template-built", "spare-created")
+BACKGROUND_CASES = ("housekeeping-leftovers-dropped", "template-frozen", "template-built", "spare-created")
 
 
 @pytest.mark.parametrize("checkpoint", BACKGROUND_CASES)
@@ -265,7 +267,7 @@ def test_kill_detached_housekeeping(bench: KillBench, faults: Any, tally: Any, p
     assert status.returncode == 0, faults.describe(status)
     current = [t["name"] for t in json.loads(status.stdout)["templates"] if t["current"]]
     names = faults.databases(bench.project)
-    if checkpoint == "housekeeping-leftovers-dropped":
+    if checkpoint in ("housekeeping-leftovers-dropped", "template-frozen"):
         assert current == [], f"a template was built after the kill point: {current}"
         assert not [n for n in names if "__old_" in n], "the old copy was not dropped before the kill point"
     else:

@@ -1,0 +1,134 @@
+"""Proves from the server's WAL that a pool copy came back unchanged, so it can be handed out again."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2 import sql
+
+from . import dbops
+from .dbops import Connection
+
+# Why the WAL is proof enough. Every change to a logged relation of a database writes a WAL
+# record naming the database's OID in its block references: rows, indexes, catalogs (so DDL,
+# temporary tables, TRUNCATE), large objects, and sequences. A copy's first nextval() always
+# logs, because the copy was made with FILE_COPY, which ends with a checkpoint, so the
+# sequence page is older than the redo point. What leaves no such record is checked apart:
+# - unlogged relations: a pool whose template has one never recycles (pool.py);
+# - the database's own row and the shared catalogs that point at it (ALTER DATABASE ... SET,
+#   COMMENT ON DATABASE, GRANT ... ON DATABASE, subscriptions): compared below.
+# Anything unexplained (a session still connected, a failed query, more WAL than it is worth
+# reading) counts as a change, and the copy is dropped as before.
+
+# Reading more WAL than this costs more than the clone it would save.
+MAX_WAL_BYTES = 64 * 1024 * 1024
+MIN_SERVER_VERSION = 160000  # pg_walinspect's pg_get_wal_block_info
+
+_DATABASE_ROW = (
+    "SELECT row(datdba, encoding, datistemplate, datallowconn, datconnlimit, dattablespace, "
+    "datcollate, datctype, datacl)::text FROM pg_database WHERE oid = %s"
+)
+_SHARED_MENTIONS = (
+    "SELECT (SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = %s)"
+    " + (SELECT count(*) FROM pg_shdescription WHERE objoid = %s AND classoid = 'pg_database'::regclass)"
+    " + (SELECT count(*) FROM pg_shseclabel WHERE objoid = %s AND classoid = 'pg_database'::regclass)"
+    " + (SELECT count(*) FROM pg_subscription WHERE subdbid = %s)"
+    " + (SELECT count(*) FROM pg_replication_slots WHERE datoid = %s)"
+)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A copy as it was handed out: its OID, the WAL position from which changes count, its row."""
+
+    oid: int
+    lsn: str
+    row: str
+
+
+def enable(conn: Connection) -> None:
+    """Install pg_walinspect in the maintenance database of provision's own test server, where
+    it harms nothing; a server without it (older than 16, or not ours) just does not recycle."""
+    if conn.server_version >= MIN_SERVER_VERSION:
+        with contextlib.suppress(psycopg2.Error):
+            dbops.execute(conn, "CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+
+
+def available(conn: Connection) -> bool:
+    """Whether `conn` (to the maintenance database) can read the WAL's block references."""
+    if conn.server_version < MIN_SERVER_VERSION:
+        return False
+    if not dbops.execute(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'"):
+        return False
+    rows = dbops.execute(
+        conn, "SELECT has_function_privilege('pg_get_wal_block_info(pg_lsn, pg_lsn, boolean)', 'EXECUTE')"
+    )
+    return bool(rows[0][0])
+
+
+def has_unlogged_relations(conn: Connection) -> bool:
+    """Whether the database `conn` is connected to holds a relation whose writes skip the WAL."""
+    return bool(dbops.execute(conn, "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relpersistence = 'u')")[0][0])
+
+
+def baseline(conn: Connection, name: str) -> Baseline:
+    """Taken right after `name` was cloned, before anyone connects to it."""
+    rows = dbops.execute(
+        conn, "SELECT oid, pg_current_wal_insert_lsn()::text FROM pg_database WHERE datname = %s", [name]
+    )
+    oid, lsn = rows[0]
+    return Baseline(oid, lsn, dbops.execute(conn, _DATABASE_ROW, [oid])[0][0])
+
+
+def reclaim(
+    conn: Connection, name: str, new_name: str, since: Baseline, backend_pid: int | None
+) -> tuple[str, Baseline | None]:
+    """Rename an unchanged copy to `new_name`: returns the copy's name now, and its new baseline
+    (None if it changed or nothing could be proved; the caller then drops it).
+
+    `backend_pid` is the server process of the test's own connection, which may still be
+    exiting; any other session on the copy means it may still change, so it counts as changed.
+    """
+    current = name
+    try:
+        pids = [r[0] for r in dbops.execute(conn, "SELECT pid FROM pg_stat_activity WHERE datid = %s", [since.oid])]
+        if any(pid != backend_pid for pid in pids):
+            return current, None
+        if pids:
+            # The test closed it; wait (up to 2 s) until its server process has gone.
+            dbops.execute(conn, "SELECT pg_terminate_backend(%s, 2000)", [backend_pid])
+        # The rename fails if anyone connected meanwhile, and later connections to the old name
+        # fail too. Its synchronous commit flushes the WAL, so the test's last records can be read.
+        conn.autocommit = False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET LOCAL synchronous_commit = on")
+                cur.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name))
+                )
+            conn.commit()
+            current = new_name
+        finally:
+            conn.rollback()
+            conn.autocommit = True
+        (end, distance) = dbops.execute(
+            conn,
+            "SELECT pg_current_wal_flush_lsn()::text, pg_wal_lsn_diff(pg_current_wal_flush_lsn(), %s::pg_lsn)",
+            [since.lsn],
+        )[0]
+        if not 0 < distance <= MAX_WAL_BYTES:
+            return current, None
+        touched = dbops.execute(
+            conn,
+            "SELECT EXISTS (SELECT 1 FROM pg_get_wal_block_info(%s::pg_lsn, %s::pg_lsn, false) WHERE reldatabase = %s)",
+            [since.lsn, end, since.oid],
+        )[0][0]
+        row = dbops.execute(conn, _DATABASE_ROW, [since.oid])
+        mentions = dbops.execute(conn, _SHARED_MENTIONS, [since.oid] * 5)[0][0]
+    except psycopg2.Error:
+        return current, None
+    if touched or not row or row[0][0] != since.row or mentions:
+        return current, None
+    return current, Baseline(since.oid, end, since.row)

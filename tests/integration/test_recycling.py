@@ -1,0 +1,248 @@
+"""Pool copies a test left unchanged are reused; any change, of any kind, gets the copy dropped (issue 12)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from tests.conftest import NAME_PREFIX, Project, project_data, remove_test_objects
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = """
+CREATE TABLE items (id serial PRIMARY KEY, label text NOT NULL);
+INSERT INTO items (label) SELECT 'item ' || g FROM generate_series(1, 50) g;
+"""
+UNLOGGED = "CREATE UNLOGGED TABLE scratch (id int);"
+
+
+@dataclass
+class Server:
+    endpoint: Any
+    templates: dict[str, str]
+    admin: Any
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.admin.cursor() as cur:
+            cur.execute(sql, params or None)
+            return cur.fetchall()
+
+    def oid(self, name: str) -> int:
+        return int(self.query("SELECT oid FROM pg_database WHERE datname = %s", name)[0][0])
+
+    def name_of(self, oid: int) -> str | None:
+        rows = self.query("SELECT datname FROM pg_database WHERE oid = %s", oid)
+        return rows[0][0] if rows else None
+
+    def connect(self, name: str) -> Any:
+        conn = psycopg2.connect(self.endpoint.dsn(name, show_password=True))
+        conn.autocommit = True
+        return conn
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Server]:
+    from provision import api
+
+    folder: Path = tmp_path_factory.mktemp("recycling")
+    (folder / "items.sql").write_text(SCHEMA)
+    (folder / "unlogged.sql").write_text(SCHEMA + UNLOGGED)
+    name = NAME_PREFIX + secrets.token_hex(4)
+    project = Project(
+        folder / "provision.yaml",
+        name,
+        project_data(name, databases={"items": {"sql": "items.sql"}, "withunlogged": {"sql": "unlogged.sql"}}),
+    ).write()
+    cfg = api.config_for_tests(project.config())
+    templates = api.ensure_templates(cfg)
+    admin = psycopg2.connect(templates.endpoint.dsn("postgres", show_password=True))
+    admin.autocommit = True
+    try:
+        yield Server(templates.endpoint, templates.templates, admin)
+    finally:
+        admin.close()
+        remove_test_objects(docker_client, name)
+
+
+@pytest.fixture
+def pool(server: Server) -> Iterator[Any]:
+    from provision.pool import DatabasePool, SessionLock
+
+    lock = SessionLock(server.endpoint)
+    made = DatabasePool(server.endpoint, "items", server.templates["items"], lock.token, size=1, fillers=1).start()
+    try:
+        yield made
+    finally:
+        made.close()
+        lock.close()
+
+
+def returned(server: Server, oid: int, old_name: str) -> str | None:
+    """Wait until the pool has dealt with a released copy: its new name if reused, None if dropped."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        name = server.name_of(oid)
+        if name != old_name:
+            return name
+        time.sleep(0.02)
+    raise AssertionError(f"the pool neither reused nor dropped {old_name} within 15 s")
+
+
+def use(server: Server, pool: Any, statements: list[str], via_own_connection: bool = True) -> str | None:
+    """Take a copy, run `statements` in it, give it back: its name afterwards (None: dropped)."""
+    name, conn = pool.acquire()
+    oid = server.oid(name)
+    if via_own_connection:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    else:
+        other = server.connect(name)
+        with other.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+        other.close()
+    pool.release(name, conn)
+    return returned(server, oid, name)
+
+
+READS = {
+    "nothing": [],
+    "a select": ["SELECT count(*) FROM items"],
+    "catalog reads": ["SELECT count(*) FROM pg_class", "SELECT count(*) FROM information_schema.columns"],
+    "a read-only transaction": ["BEGIN", "SELECT * FROM items", "ROLLBACK"],
+    "session state": ["SET search_path TO pg_catalog", "PREPARE p AS SELECT 1", "SELECT pg_advisory_lock(7)"],
+}
+
+WRITES = {
+    "insert": ["INSERT INTO items (label) VALUES ('new')"],
+    "update": ["UPDATE items SET label = 'changed' WHERE id = 1"],
+    "delete": ["DELETE FROM items WHERE id = 1"],
+    "nextval": ["SELECT nextval('items_id_seq')"],
+    "setval": ["SELECT setval('items_id_seq', 1000)"],
+    "create table": ["CREATE TABLE extra (a int)"],
+    "temporary table": ["CREATE TEMP TABLE t (a int)"],
+    "create function": ["CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"],
+    "truncate": ["TRUNCATE items"],
+    "large object": ["SELECT lo_create(0)"],
+    "analyze": ["ANALYZE items"],
+    "comment on a table": ["COMMENT ON TABLE items IS 'x'"],
+    "unlogged table created": ["CREATE UNLOGGED TABLE u (a int)", "INSERT INTO u VALUES (1)"],
+    # Nothing is left of these, but their WAL is there: dropping is the safe side.
+    "a rolled-back write": ["BEGIN", "DELETE FROM items", "ROLLBACK"],
+    "a row lock": ["BEGIN", "SELECT * FROM items FOR SHARE", "COMMIT"],
+}
+
+# Shared catalogs: these name the database from outside it, so they leave no WAL in it.
+DATABASE_LEVEL = {
+    "alter database set": ["ALTER DATABASE {db} SET work_mem = '8MB'"],
+    "comment on database": ["COMMENT ON DATABASE {db} IS 'x'"],
+    "revoke connect": ["REVOKE CONNECT ON DATABASE {db} FROM PUBLIC"],
+    "connection limit": ["ALTER DATABASE {db} CONNECTION LIMIT 50"],
+    "role setting in database": ["ALTER ROLE CURRENT_USER IN DATABASE {db} SET work_mem = '8MB'"],
+}
+
+
+@pytest.mark.parametrize("case", list(READS))
+def test_a_copy_left_unchanged_is_reused_under_a_new_name(server: Server, pool: Any, case: str) -> None:
+    name_after = use(server, pool, READS[case])
+    assert name_after is not None, f"{case}: an unchanged copy was dropped instead of reused"
+    assert pool.reused == 1
+
+
+@pytest.mark.parametrize("case", list(WRITES))
+def test_a_changed_copy_is_dropped(server: Server, pool: Any, case: str) -> None:
+    name_after = use(server, pool, WRITES[case])
+    assert name_after is None, f"{case}: a changed copy was kept as {name_after}"
+    assert pool.reused == 0
+
+
+@pytest.mark.parametrize("case", list(DATABASE_LEVEL))
+def test_a_copy_changed_from_outside_is_dropped(server: Server, pool: Any, case: str) -> None:
+    name, conn = pool.acquire()
+    oid = server.oid(name)
+    for statement in DATABASE_LEVEL[case]:
+        with server.admin.cursor() as cur:
+            cur.execute(statement.replace("{db}", f'"{name}"'))
+    pool.release(name, conn)
+    assert returned(server, oid, name) is None, f"{case}: the copy was reused"
+    if case == "role setting in database":
+        assert not server.query("SELECT 1 FROM pg_db_role_setting WHERE setdatabase = %s", oid)
+
+
+def test_a_write_from_another_connection_is_seen(server: Server, pool: Any) -> None:
+    name_after = use(server, pool, WRITES["insert"], via_own_connection=False)
+    assert name_after is None
+
+
+def test_a_session_still_connected_gets_the_copy_dropped(server: Server, pool: Any) -> None:
+    """The code under test left a connection open: it could still write, so the copy goes."""
+    name, conn = pool.acquire()
+    oid = server.oid(name)
+    lingering = server.connect(name)
+    try:
+        pool.release(name, conn)
+        assert returned(server, oid, name) is None
+        with pytest.raises(psycopg2.OperationalError):  # dropped WITH (FORCE): the session was ended
+            lingering.cursor().execute("SELECT 1")
+    finally:
+        lingering.close()
+
+
+def test_a_reused_copy_is_pristine_and_its_old_name_is_gone(server: Server, pool: Any) -> None:
+    first, conn = pool.acquire()
+    oid = server.oid(first)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM items")
+    pool.release(first, conn)
+    renamed = returned(server, oid, first)
+    assert renamed is not None
+    # One copy is kept ready, so the reclaimed one comes out within two takes.
+    for _ in range(2):
+        name, conn = pool.acquire()
+        if name == renamed:
+            break
+        pool.release(name, conn)
+    else:
+        raise AssertionError(f"the reclaimed copy {renamed} was never handed out again")
+    assert server.oid(name) == oid
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), max(id) FROM items")
+        assert cur.fetchone() == (50, 50)
+        cur.execute("SELECT nextval('items_id_seq')")
+        assert cur.fetchone() == (51,)
+    conn.rollback()
+    pool.release(name, conn)
+    # A connection the first test's code makes late goes nowhere near the next test's copy.
+    with pytest.raises(psycopg2.OperationalError, match="does not exist"):
+        server.connect(first)
+
+
+def test_a_template_with_an_unlogged_table_never_recycles(server: Server) -> None:
+    """Writes to an unlogged table leave no WAL, so nothing could prove such a copy unchanged."""
+    from provision.pool import DatabasePool, SessionLock
+
+    lock = SessionLock(server.endpoint)
+    pool = DatabasePool(
+        server.endpoint, "withunlogged", server.templates["withunlogged"], lock.token, size=1, fillers=1
+    ).start()
+    try:
+        name, conn = pool.acquire()
+        oid = server.oid(name)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO scratch VALUES (1)")
+        pool.release(name, conn)
+        assert returned(server, oid, name) is None
+        assert pool.reused == 0
+    finally:
+        pool.close()
+        lock.close()
