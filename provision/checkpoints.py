@@ -12,10 +12,10 @@ NAMES = (
     "stamped",
     "migration-started",
     "migrated",
+    "template-frozen",
     "before-swap",
     "swapped",
     "housekeeping-leftovers-dropped",
-    "template-frozen",
     "template-built",
     "spare-created",
 )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import glob
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -127,7 +125,7 @@ class Config:
 
 def builtin_sql_dir() -> Path:
     """The SQL shipped with provision (inside the wheel, or `sql/` in a source checkout)."""
-    packaged = Path(str(resources.files("provision"))) / "sql"
+    packaged = Path(__file__).resolve().parent / "sql"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "sql"
@@ -491,6 +489,8 @@ def _where(source: str, lines: Mapping[tuple[str, ...], int], path: tuple[str, .
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
+    import difflib  # only on this error path
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -9,7 +9,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -474,6 +473,8 @@ def fresh_databases(
                 errors.append(exc)
 
         if parallel and len(to_build) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # only builds need it (and logging, 4 ms)
+
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="provision-build") as pool:
                 futures = [pool.submit(work, plan) for plan in to_build]
                 try:

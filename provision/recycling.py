@@ -98,7 +98,11 @@ def reclaim(
             return current, None
         if pids:
             # The test closed it; wait (up to 2 s) until its server process has gone.
-            dbops.execute(conn, "SELECT pg_terminate_backend(%s, 2000)", [backend_pid])
+            dbops.execute(
+                conn,
+                "SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity WHERE pid = %s AND datid = %s",
+                [backend_pid, since.oid],
+            )
         # The rename fails if anyone connected meanwhile, and later connections to the old name
         # fail too. Its synchronous commit flushes the WAL, so the test's last records can be read.
         conn.autocommit = False

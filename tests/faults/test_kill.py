@@ -38,20 +38,22 @@ CHECKPOINTS = (
     "stage-created",
     "sql-loaded",
     "stamped",
+    "template-frozen",  # a synchronous run templates its new copy before the swap
     "before-swap",
     "swapped",
     "housekeeping-leftovers-dropped",
-    "template-frozen",
     "template-built",
     "spare-created",
 )
 # Killed at these, the swap has not happened: the old databases must still be in place.
-BEFORE_SWAP = frozenset(CHECKPOINTS[:4])
+BEFORE_SWAP = frozenset(CHECKPOINTS[:5])
+AFTER_SWAP = CHECKPOINTS[5:]
 REACHABLE = {
-    "nocache": CHECKPOINTS[:6],  # --no-cache: no template, no spare
+    # --no-cache: no template, no spare
+    "nocache": ("stage-created", "sql-loaded", "stamped", "before-swap", *AFTER_SWAP[:2]),
     "changed": CHECKPOINTS,
-    # The spare is taken: nothing is built before the swap, and the template exists (so it is not frozen again).
-    "cached": tuple(cp for cp in CHECKPOINTS[3:] if cp != "template-frozen"),
+    # The spare is taken: nothing is built before the swap, and the template already exists.
+    "cached": ("before-swap", *AFTER_SWAP),
 }
 CASES = (
     [("solo", "nocache", cp) for cp in REACHABLE["nocache"]]
