@@ -84,15 +84,21 @@ def pool(server: Server) -> Iterator[Any]:
         lock.close()
 
 
-def returned(server: Server, oid: int, old_name: str) -> str | None:
-    """Wait until the pool has dealt with a released copy: its new name if reused, None if dropped."""
+def returned(server: Server, pool: Any, oid: int) -> str | None:
+    """Wait until the pool has dealt with a released copy: its new name if reused, None if dropped.
+
+    Not "its name changed": the copy is renamed before it is checked, then dropped if it changed.
+    """
+    reused = pool.reused
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         name = server.name_of(oid)
-        if name != old_name:
+        if name is None:
+            return None
+        if pool.reused > reused:
             return name
         time.sleep(0.02)
-    raise AssertionError(f"the pool neither reused nor dropped {old_name} within 15 s")
+    raise AssertionError(f"the pool neither reused nor dropped database {oid} within 15 s")
 
 
 def use(server: Server, pool: Any, statements: list[str], via_own_connection: bool = True) -> str | None:
@@ -111,7 +117,7 @@ def use(server: Server, pool: Any, statements: list[str], via_own_connection: bo
                 cur.execute(statement)
         other.close()
     pool.release(name, conn)
-    return returned(server, oid, name)
+    return returned(server, pool, oid)
 
 
 READS = {
@@ -173,7 +179,7 @@ def test_a_copy_changed_from_outside_is_dropped(server: Server, pool: Any, case:
         with server.admin.cursor() as cur:
             cur.execute(statement.replace("{db}", f'"{name}"'))
     pool.release(name, conn)
-    assert returned(server, oid, name) is None, f"{case}: the copy was reused"
+    assert returned(server, pool, oid) is None, f"{case}: the copy was reused"
     if case == "role setting in database":
         assert not server.query("SELECT 1 FROM pg_db_role_setting WHERE setdatabase = %s", oid)
 
@@ -190,7 +196,7 @@ def test_a_session_still_connected_gets_the_copy_dropped(server: Server, pool: A
     lingering = server.connect(name)
     try:
         pool.release(name, conn)
-        assert returned(server, oid, name) is None
+        assert returned(server, pool, oid) is None
         with pytest.raises(psycopg2.OperationalError):  # dropped WITH (FORCE): the session was ended
             lingering.cursor().execute("SELECT 1")
     finally:
@@ -203,7 +209,7 @@ def test_a_reused_copy_is_pristine_and_its_old_name_is_gone(server: Server, pool
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM items")
     pool.release(first, conn)
-    renamed = returned(server, oid, first)
+    renamed = returned(server, pool, oid)
     assert renamed is not None
     # One copy is kept ready, so the reclaimed one comes out within two takes.
     for _ in range(2):
@@ -241,7 +247,7 @@ def test_a_template_with_an_unlogged_table_never_recycles(server: Server) -> Non
         with conn.cursor() as cur:
             cur.execute("INSERT INTO scratch VALUES (1)")
         pool.release(name, conn)
-        assert returned(server, oid, name) is None
+        assert returned(server, pool, oid) is None
         assert pool.reused == 0
     finally:
         pool.close()
