@@ -60,11 +60,14 @@ def available(conn: Connection) -> bool:
     """Whether `conn` (to the maintenance database) can read the WAL's block references."""
     if conn.server_version < MIN_SERVER_VERSION:
         return False
-    if not dbops.execute(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'"):
+    try:
+        if not dbops.execute(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'"):
+            return False
+        rows = dbops.execute(
+            conn, "SELECT has_function_privilege('pg_get_wal_block_info(pg_lsn, pg_lsn, boolean)', 'EXECUTE')"
+        )
+    except psycopg2.Error:  # installed in a schema off the search_path, say: then not for us
         return False
-    rows = dbops.execute(
-        conn, "SELECT has_function_privilege('pg_get_wal_block_info(pg_lsn, pg_lsn, boolean)', 'EXECUTE')"
-    )
     return bool(rows[0][0])
 
 
