@@ -6,10 +6,10 @@ import contextlib
 from dataclasses import dataclass
 
 import psycopg2
-from psycopg2 import sql
 
 from . import dbops
 from .dbops import Connection
+from .errors import ServerError
 
 # Why the WAL is proof enough. Every change to a logged relation of a database writes a WAL
 # record naming the database's OID in its block references: rows, indexes, catalogs (so DDL,
@@ -26,16 +26,22 @@ from .dbops import Connection
 MAX_WAL_BYTES = 64 * 1024 * 1024
 MIN_SERVER_VERSION = 160000  # pg_walinspect's pg_get_wal_block_info
 
-_DATABASE_ROW = (
-    "SELECT row(datdba, encoding, datistemplate, datallowconn, datconnlimit, dattablespace, "
-    "datcollate, datctype, datacl)::text FROM pg_database WHERE oid = %s"
+# The parts of a database's pg_database row that a test could change (name and OID aside).
+_ROW = (
+    "row(d.datdba, d.encoding, d.datistemplate, d.datallowconn, d.datconnlimit, d.dattablespace,"
+    " d.datcollate, d.datctype, d.datacl)::text"
 )
-_SHARED_MENTIONS = (
-    "SELECT (SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = %s)"
-    " + (SELECT count(*) FROM pg_shdescription WHERE objoid = %s AND classoid = 'pg_database'::regclass)"
-    " + (SELECT count(*) FROM pg_shseclabel WHERE objoid = %s AND classoid = 'pg_database'::regclass)"
-    " + (SELECT count(*) FROM pg_subscription WHERE subdbid = %s)"
-    " + (SELECT count(*) FROM pg_replication_slots WHERE datoid = %s)"
+# One query for the verdict: WAL touching the database between two LSNs, its row, and how
+# often the shared catalogs name it. Parameters: start, end, then the OID.
+_VERDICT = (
+    "WITH db AS (SELECT %s::pg_lsn AS start, %s::pg_lsn AS stop, %s::oid AS oid) SELECT"
+    " EXISTS (SELECT 1 FROM db, pg_get_wal_block_info(db.start, db.stop, false) w WHERE w.reldatabase = db.oid),"
+    f" (SELECT {_ROW} FROM db, pg_database d WHERE d.oid = db.oid),"
+    " (SELECT count(*) FROM db, pg_db_role_setting s WHERE s.setdatabase = db.oid)"
+    " + (SELECT count(*) FROM db, pg_shdescription c WHERE c.objoid = db.oid AND c.classoid = 'pg_database'::regclass)"
+    " + (SELECT count(*) FROM db, pg_shseclabel l WHERE l.objoid = db.oid AND l.classoid = 'pg_database'::regclass)"
+    " + (SELECT count(*) FROM db, pg_subscription u WHERE u.subdbid = db.oid)"
+    " + (SELECT count(*) FROM db, pg_replication_slots r WHERE r.datoid = db.oid)"
 )
 
 
@@ -78,11 +84,9 @@ def has_unlogged_relations(conn: Connection) -> bool:
 
 def baseline(conn: Connection, name: str) -> Baseline:
     """Taken right after `name` was cloned, before anyone connects to it."""
-    rows = dbops.execute(
-        conn, "SELECT oid, pg_current_wal_insert_lsn()::text FROM pg_database WHERE datname = %s", [name]
-    )
-    oid, lsn = rows[0]
-    return Baseline(oid, lsn, dbops.execute(conn, _DATABASE_ROW, [oid])[0][0])
+    query = f"SELECT d.oid, pg_current_wal_insert_lsn()::text, {_ROW} FROM pg_database d WHERE d.datname = %s"
+    oid, lsn, row = dbops.execute(conn, query, [name])[0]
+    return Baseline(oid, lsn, row)
 
 
 def reclaim(
@@ -110,11 +114,8 @@ def reclaim(
         # fail too. Its synchronous commit flushes the WAL, so the test's last records can be read.
         conn.autocommit = False
         try:
-            with conn.cursor() as cur:
-                cur.execute("SET LOCAL synchronous_commit = on")
-                cur.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name))
-                )
+            dbops.execute(conn, "SET LOCAL synchronous_commit = on")
+            dbops.rename_database(conn, name, new_name)
             conn.commit()
             current = new_name
         finally:
@@ -127,15 +128,9 @@ def reclaim(
         )[0]
         if not 0 < distance <= MAX_WAL_BYTES:
             return current, None
-        touched = dbops.execute(
-            conn,
-            "SELECT EXISTS (SELECT 1 FROM pg_get_wal_block_info(%s::pg_lsn, %s::pg_lsn, false) WHERE reldatabase = %s)",
-            [since.lsn, end, since.oid],
-        )[0][0]
-        row = dbops.execute(conn, _DATABASE_ROW, [since.oid])
-        mentions = dbops.execute(conn, _SHARED_MENTIONS, [since.oid] * 5)[0][0]
-    except psycopg2.Error:
+        touched, row, mentions = dbops.execute(conn, _VERDICT, [since.lsn, end, since.oid])[0]
+    except (psycopg2.Error, ServerError):
         return current, None
-    if touched or not row or row[0][0] != since.row or mentions:
+    if touched or row != since.row or mentions:
         return current, None
     return current, Baseline(since.oid, end, since.row)
