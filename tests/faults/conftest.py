@@ -54,6 +54,13 @@ class Tally:
     notes: dict[str, Any] = field(default_factory=dict)
     json_path: Path | None = None
 
+    def kill(self, case: str, checkpoint: str, databases: dict[str, str], killed: bool = True, **extra: Any) -> None:
+        """Record one kill attempt and the state each database was found in afterwards."""
+        state = next(iter(databases.values()))
+        self.kills.append(
+            {"case": case, "checkpoint": checkpoint, **extra, "killed": killed, "state": state, "databases": databases}
+        )
+
     def summary(self) -> dict[str, Any]:
         killed = [k for k in self.kills if k["killed"]]
         states: dict[str, int] = {"old": 0, "new": 0}

@@ -179,15 +179,7 @@ def test_kill_at_checkpoint(
 
     states = _check_after_kill(bench, faults, layout)
     expected = "old" if checkpoint in BEFORE_SWAP else "new"
-    tally.kills.append(
-        {
-            "case": f"{layout}/{variant}",
-            "checkpoint": checkpoint,
-            "killed": True,
-            "state": next(iter(states.values())),
-            "databases": states,
-        }
-    )
+    tally.kill(f"{layout}/{variant}", checkpoint, states)
     assert set(states.values()) == {expected}, f"killed at {checkpoint}: expected the {expected} databases, {states}"
 
     _recover(bench, faults, layout)
@@ -219,16 +211,13 @@ def test_kill_at_random_times(bench: KillBench, faults: Any, tally: Any) -> None
         assert "Traceback" not in err
 
         states = _check_after_kill(bench, faults, "pair")
-        tally.kills.append(
-            {
-                "case": f"pair/random#{attempt + 1}",
-                "checkpoint": "random",
-                "delay_seconds": round(delay, 3),
-                "run_seconds": round(duration, 3),
-                "killed": killed,
-                "state": next(iter(states.values())),
-                "databases": states,
-            }
+        tally.kill(
+            f"pair/random#{attempt + 1}",
+            "random",
+            states,
+            killed=killed,
+            delay_seconds=round(delay, 3),
+            run_seconds=round(duration, 3),
         )
         if not killed:
             assert set(states.values()) == {"new"}, f"a finished run left {states}"
@@ -253,15 +242,7 @@ def test_kill_detached_housekeeping(bench: KillBench, faults: Any, tally: Any, p
     assert poll(lambda: not faults.pids_with_env(marker), 120), "the housekeeping process is still running"
 
     state = faults.classify(bench.project, "chatbi")
-    tally.kills.append(
-        {
-            "case": "solo/background-housekeeping",
-            "checkpoint": checkpoint,
-            "killed": True,
-            "state": state,
-            "databases": {"chatbi": state},
-        }
-    )
+    tally.kill("solo/background-housekeeping", checkpoint, {"chatbi": state})
     assert state == "new", "the run swapped before it started its housekeeping"
 
     # Evidence that the housekeeping process died exactly there.

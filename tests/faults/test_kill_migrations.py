@@ -72,10 +72,7 @@ def test_kill_during_the_migration_step_keeps_the_old_database(
     assert result.returncode == -signal.SIGKILL, f"the run never reached {checkpoint}:\n" + faults.describe(result)
 
     state = faults.classify(project, "chatbi", revision=old_head)
-    tally.kills.append(
-        {"case": "solo/migrations", "checkpoint": checkpoint, "killed": True, "state": state,
-         "databases": {"chatbi": state}}
-    )  # fmt: skip
+    tally.kill("solo/migrations", checkpoint, {"chatbi": state})
     assert state == "old", f"killed at {checkpoint}, the database in place changed"
     # The migration command dies with provision (parent-death signal): nothing keeps writing.
     assert poll(lambda: not faults.pids_with_env(f"{marker}=1"), 10), "a migration process outlived provision"

@@ -52,10 +52,7 @@ def test_kill_during_save(server: Any, faults: Any, tally: Any, checkpoint: str)
     result = faults.run(server.path, "snapshot", "save", name, "--db", "chatbi", env={"PROVISION_KILL_AT": checkpoint})
     assert result.returncode == -signal.SIGKILL, f"never reached {checkpoint}:\n" + faults.describe(result)
     state = faults.classify(server, "chatbi")
-    tally.kills.append(
-        {"case": "snapshot/save", "checkpoint": checkpoint, "killed": True, "state": state,
-         "databases": {"chatbi": state}}
-    )  # fmt: skip
+    tally.kill("snapshot/save", checkpoint, {"chatbi": state})
     assert state == "new", "a save must never change the database it copies"
     assert (name in _snapshots(faults, server)) == (checkpoint == "snapshot-saved")
     # The next run tidies the killed one's staging copy, and saving again works.
@@ -74,10 +71,7 @@ def test_kill_during_restore(server: Any, faults: Any, tally: Any, checkpoint: s
     result = faults.run(server.path, "snapshot", "restore", "base", "--yes", env={"PROVISION_KILL_AT": checkpoint})
     assert result.returncode == -signal.SIGKILL, f"never reached {checkpoint}:\n" + faults.describe(result)
     state = faults.classify(server, "chatbi")
-    tally.kills.append(
-        {"case": "snapshot/restore", "checkpoint": checkpoint, "killed": True, "state": state,
-         "databases": {"chatbi": state}}
-    )  # fmt: skip
+    tally.kill("snapshot/restore", checkpoint, {"chatbi": state})
     assert state == expected, f"killed at {checkpoint}: expected the {expected} copy in place"
     assert "base" in _snapshots(faults, server), "the snapshot must survive a killed restore"
     _base_still_restores(faults, server)
@@ -95,10 +89,7 @@ def test_kill_in_the_background_standby_clone(server: Any, faults: Any, tally: A
     assert result.returncode == 0, faults.describe(result)
     assert poll(lambda: not faults.pids_with_env(marker), 60), "the tidy-up is still running"
     state = faults.classify(server, "chatbi")
-    tally.kills.append(
-        {"case": "snapshot/standby", "checkpoint": "standby-cloned", "killed": True, "state": state,
-         "databases": {"chatbi": state}}
-    )  # fmt: skip
+    tally.kill("snapshot/standby", "standby-cloned", {"chatbi": state})
     assert state == "old", "the restore itself had finished"
     assert _snapshots(faults, server)["base"] is True, "the standby was cloned whole before the kill"
     _base_still_restores(faults, server)
