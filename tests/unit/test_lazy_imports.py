@@ -90,3 +90,16 @@ def test_lazy_attributes_resolve_and_unknown_ones_fail(tmp_path: Path) -> None:
 def test_pytest_plugin_import_is_light(tmp_path: Path) -> None:
     loaded = loaded_after("import provision.pytest_plugin", tmp_path)
     assert not loaded["docker"] and not loaded["psycopg2"]
+
+
+def test_the_launcher_imports_only_what_python_starts_with(tmp_path: Path) -> None:
+    """The `provision` command's first module runs on every command: the forkserver saves the
+    start-up only if this part stays light (no typing, no socket module, nothing of provision's)."""
+    result = python("import re\nimport provision.launcher", tmp_path, "-X", "importtime")
+    assert result.returncode == 0, result.stderr
+    modules = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "provision.launcher" in modules  # the probe works
+    assert modules.isdisjoint({"typing", "socket", "click", "dataclasses", "json", "subprocess", *HEAVY})
+    assert {m for m in modules if m.startswith("provision")} == {"provision", "provision.launcher"}
