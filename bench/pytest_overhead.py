@@ -2,12 +2,14 @@
 
 Run: `.venv/bin/python bench/pytest_overhead.py [--tests 300] [--rounds 5]`.
 
-Each round runs, in an alternating order, five pytest processes over the same N trivial tests:
+Each round runs, in an alternating order, six pytest processes over the same N trivial tests:
 - `bare`: no fixture;
 - `provision_db`: a private copy of chatbi from provision's warm pool, with an open connection
   (the test only reads, so the copy is proved unchanged and reused);
 - `provision_db-write`: the same, but each test creates a table, so every copy is dropped and a
   new one cloned;
+- `provision_db-insert`: the same, but each test inserts a user (app_users, which eight tables
+  reference) and commits, so every copy has those tables put back before it is reused;
 - `provision_tx`: one copy per worker, each test inside a transaction rolled back at teardown;
 - `template-per-test`: pytest-postgresql's way, by hand: CREATE DATABASE ... TEMPLATE, connect, DROP.
 
@@ -15,7 +17,7 @@ A conftest records the span from the end of the first test's setup to the end of
 teardown: the session's start (interpreter, plugin, server and template check, the pool's first
 fill) happens once, in the first setup, and is reported on its own. The per-test cost of a
 fixture is (its span - the bare span) / (N - 1), and the report gives its median over the rounds.
-Everything runs against the plugin's own test server (tmpfs, fsync off), the same for all five.
+Everything runs against the plugin's own test server (tmpfs, fsync off), the same for all six.
 """
 
 from __future__ import annotations
@@ -101,6 +103,11 @@ def write_suite(folder: Path, tests: int) -> dict[str, Path]:
         "provision_db": "def test_{i}(provision_db):\n    provision_db.conn.cursor().execute('SELECT 1')\n",
         "provision_db-write": (
             "def test_{i}(provision_db):\n    provision_db.conn.cursor().execute('CREATE TABLE t (a int)')\n"
+        ),
+        "provision_db-insert": (
+            "def test_{i}(provision_db):\n"
+            "    provision_db.conn.cursor().execute(\"INSERT INTO app_users (email) VALUES ('a@example.com')\")\n"
+            "    provision_db.conn.commit()\n"
         ),
         "provision_tx": "def test_{i}(provision_tx):\n    provision_tx.conn.cursor().execute('SELECT 1')\n",
         "template-per-test": "def test_{i}(template_copy):\n    template_copy.cursor().execute('SELECT 1')\n",

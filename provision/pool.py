@@ -94,9 +94,10 @@ class DatabasePool:
     open connection (a test then waits for neither the clone nor the login).
 
     acquire() takes a ready copy (milliseconds when the pool is warm); release() hands it back.
-    A used copy is never handed out again as it is: it is dropped in the background, or, when
-    the server's WAL proves the test changed nothing in it (recycling.py), renamed and reused,
-    which saves the clone and the drop.
+    A used copy is never handed out again as it is. The server's WAL tells what the test
+    changed in it (recycling.py): nothing, and it is renamed and reused; only rows of the
+    template's tables and its sequences, and those are put back first; anything else (DDL, a
+    temporary table, ...), and it is dropped in the background and a new one cloned.
     """
 
     def __init__(
@@ -126,8 +127,11 @@ class DatabasePool:
         self._wal_readable = False
         self._template_logged: bool | None = None
         self._baselines: dict[str, recycling.Baseline] = {}
-        self._reclaimed: list[str] = []
-        self.reused = 0
+        # Kept copies for the fillers: unchanged ones, and ones with relations to put back first.
+        self._reclaimed: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+        self._pristine: recycling.Pristine | None = None  # the template's rows, read from the first copy
+        self.reused = 0  # copies handed out again as they came back
+        self.restored = 0  # copies handed out again after their changed tables were put back
 
     def start(self) -> DatabasePool:
         self._admin = dbops.connect(self.endpoint, application_name="provision pool")
@@ -136,17 +140,20 @@ class DatabasePool:
             thread.start()
         return self
 
-    def _next_job(self) -> tuple[str, bool] | None:
-        """The next copy to make ready: (name, True) for a reclaimed one, else (a new name, False)."""
+    def _next_job(self) -> tuple[str, bool, tuple[tuple[int, int], ...]] | None:
+        """The next copy to make ready: (name, True, relations to put back) for a kept one, else
+        (a new name, False, ()). A kept copy is taken at once, even with the pool full: it is
+        made already, and putting it back now keeps the fillers from cloning while it waits."""
         with self._lock:
-            while not self._stopped and self._ready.qsize() + self._pending >= self.size:
+            while not self._stopped and not self._reclaimed and self._ready.qsize() + self._pending >= self.size:
                 self._lock.wait(0.5)
             if self._stopped:
                 return None
             self._pending += 1
             if self._reclaimed:
-                return self._reclaimed.pop(), True
-            return self._new_name(), False
+                name, touched = self._reclaimed.pop()
+                return name, True, touched
+            return self._new_name(), False, ()
 
     def _new_name(self) -> str:
         with self._lock:
@@ -157,8 +164,13 @@ class DatabasePool:
         try:
             with dbops.connection(self.endpoint, application_name="provision pool") as admin:
                 while (job := self._next_job()) is not None:
-                    name, reclaimed = job
+                    name, reclaimed, touched = job
                     try:
+                        if touched:
+                            if (conn := self._put_back(admin, name, touched)) is None:
+                                continue
+                            self._ready.put((name, conn))
+                            continue
                         if not reclaimed:
                             with dbops.server_errors(f"cloning {self.template} for a test"):
                                 dbops.copy_database(admin, name, self.template, strategy=STRATEGY)
@@ -177,11 +189,34 @@ class DatabasePool:
             self._ready.put((_STOP, None))
 
     def _check_template(self, conn: Connection) -> None:
-        """Writes to unlogged tables leave no WAL, so a template that has one rules recycling out."""
+        """Writes to unlogged tables leave no WAL, so a template that has one rules recycling out.
+        Otherwise the first copy, still as cloned, shows what the template's tables hold."""
         with dbops.server_errors(f"looking at a copy of {self.template}"):
             unlogged = recycling.has_unlogged_relations(conn)
             conn.rollback()
+        if not unlogged:
+            self._pristine = recycling.capture(conn)
         self._template_logged = not unlogged
+
+    def _put_back(self, admin: Connection, name: str, touched: tuple[tuple[int, int], ...]) -> Connection | None:
+        """Reset what the last test changed in a kept copy, over the connection the next test
+        then uses. If that cannot be done (DDL, say), the copy goes to the drain to be dropped."""
+        pristine = self._pristine
+        conn = None
+        try:
+            conn = dbops.connect(self.endpoint, name, application_name=TEST_APP)
+            if pristine is not None and recycling.reset(conn, pristine, touched):
+                self._baselines[name] = recycling.baseline(admin, name)
+                with self._lock:
+                    self.restored += 1
+                return conn
+        except (ProvisionError, psycopg2.Error):
+            pass
+        if conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        self._returned.put((name, None))
+        return None
 
     def _drain(self) -> None:
         admin = self._admin
@@ -191,18 +226,24 @@ class DatabasePool:
                 name, backend_pid = item
                 since = self._baselines.pop(name, None)
                 if since is not None and self._template_logged and not self._stopped:
-                    name, fresh = recycling.reclaim(admin, name, self._new_name(), since, backend_pid)
-                    if fresh is not None:
+                    verdict = recycling.reclaim(admin, name, self._new_name(), since, backend_pid)
+                    name = verdict.name
+                    pristine = self._pristine
+                    resettable = (
+                        bool(verdict.touched) and pristine is not None and pristine.could_reset(verdict.touched)
+                    )
+                    if verdict.baseline is not None or resettable:
                         with self._lock:
-                            self._baselines[name] = fresh
-                            self._reclaimed.append(name)
-                            self.reused += 1
+                            if verdict.baseline is not None:
+                                self._baselines[name] = verdict.baseline
+                                self.reused += 1
+                            self._reclaimed.append((name, verdict.touched))
                             self._lock.notify_all()
                         continue
                 with contextlib.suppress(ProvisionError):
                     dbops.drop_database(admin, name)
             # Reclaimed copies no filler took (the fillers have stopped, so the list is final).
-            for name in self._reclaimed:
+            for name, _ in self._reclaimed:
                 with contextlib.suppress(ProvisionError):
                     dbops.drop_database(admin, name)
 

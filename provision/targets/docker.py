@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from ..sqlstream import PsqlOutput, PsqlRunner
 
 # Durability traded for speed on the throwaway server a test run uses; never used by `fresh`.
-TEST_SERVER_SETTINGS = (("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off"))
+# No autovacuum: a pool copy lives for one test, and autovacuum visiting it only does work
+# and writes WAL that makes an unchanged copy look changed (pool.py, recycling.py).
+TEST_SERVER_SETTINGS = (
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("autovacuum", "off"),
+)
 
 Action = Literal["created", "recreated", "started", "reused"]
 

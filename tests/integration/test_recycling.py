@@ -1,4 +1,5 @@
-"""Pool copies a test left unchanged are reused; any change, of any kind, gets the copy dropped (issue 12)."""
+"""Pool copies a test left unchanged are reused; changed rows and sequences are put back and the copy
+reused; any other change, of any kind, gets the copy dropped (issue 12)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ pytestmark = pytest.mark.integration
 SCHEMA = """
 CREATE TABLE items (id serial PRIMARY KEY, label text NOT NULL);
 INSERT INTO items (label) SELECT 'item ' || g FROM generate_series(1, 50) g;
+CREATE TABLE tags (id serial PRIMARY KEY, item_id int NOT NULL REFERENCES items (id), tag text NOT NULL);
+INSERT INTO tags (item_id, tag) SELECT g, 'tag ' || g FROM generate_series(1, 50, 5) g;
+CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL);
+INSERT INTO docs SELECT 1, string_agg(md5(g::text), '') FROM generate_series(1, 400) g;  -- TOASTed
+CREATE TABLE empty (id int);
 """
+TABLES = ("items", "tags", "docs", "empty")
+SEQUENCES = ("items_id_seq", "tags_id_seq")
 UNLOGGED = "CREATE UNLOGGED TABLE scratch (id int);"
 
 
@@ -84,21 +92,62 @@ def pool(server: Server) -> Iterator[Any]:
         lock.close()
 
 
-def returned(server: Server, pool: Any, oid: int) -> str | None:
-    """Wait until the pool has dealt with a released copy: its new name if reused, None if dropped.
+def kept(pool: Any) -> int:
+    """Copies the pool has handed out again: as they came back, or with their rows put back."""
+    return int(pool.reused + pool.restored)
+
+
+def returned(server: Server, pool: Any, oid: int, before: int | None = None) -> str | None:
+    """Wait until the pool has dealt with a released copy: its new name if kept (as it is, or
+    with its rows put back), None if dropped. `before`: kept(pool) before the release.
 
     Not "its name changed": the copy is renamed before it is checked, then dropped if it changed.
     """
-    reused = pool.reused
+    before = kept(pool) if before is None else before
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         name = server.name_of(oid)
         if name is None:
             return None
-        if pool.reused > reused:
+        if kept(pool) > before:
             return name
         time.sleep(0.02)
-    raise AssertionError(f"the pool neither reused nor dropped database {oid} within 15 s")
+    raise AssertionError(f"the pool neither kept nor dropped database {oid} within 15 s")
+
+
+def contents(conn: Any) -> dict[str, Any]:
+    """Every table's rows (and their order in a plain scan) and every sequence's state."""
+    found: dict[str, Any] = {}
+    with conn.cursor() as cur:
+        for table in TABLES:
+            cur.execute(f"SELECT coalesce(string_agg(t::text, '|'), '') FROM {table} t")  # no ORDER BY: scan order
+            found[table] = cur.fetchone()[0]
+        for sequence in SEQUENCES:
+            cur.execute(f"SELECT last_value, is_called FROM {sequence}")
+            found[sequence] = cur.fetchone()
+    conn.rollback()
+    return found
+
+
+def first_contents(server: Server, pool: Any) -> dict[str, Any]:
+    """What a fresh copy holds (read from one, which then comes back unchanged)."""
+    name, conn = pool.acquire()
+    oid = server.oid(name)
+    before = kept(pool)
+    fresh = contents(conn)
+    pool.release(name, conn)
+    assert returned(server, pool, oid, before) is not None
+    return fresh
+
+
+def take(pool: Any, wanted: str) -> Any:
+    """Acquire until the copy named `wanted` comes out (one copy is kept ready, so within two)."""
+    for _ in range(3):
+        name, conn = pool.acquire()
+        if name == wanted:
+            return conn
+        pool.release(name, conn)
+    raise AssertionError(f"the kept copy {wanted} was never handed out again")
 
 
 def use(server: Server, pool: Any, statements: list[str], via: str = "own") -> str | None:
@@ -109,6 +158,7 @@ def use(server: Server, pool: Any, statements: list[str], via: str = "own") -> s
     """
     name, conn = pool.acquire()
     oid = server.oid(name)
+    before = kept(pool)
     if via == "own":
         conn.autocommit = True
         runner = conn
@@ -120,7 +170,7 @@ def use(server: Server, pool: Any, statements: list[str], via: str = "own") -> s
     if via == "other":
         runner.close()
     pool.release(name, conn)
-    return returned(server, pool, oid)
+    return returned(server, pool, oid, before)
 
 
 READS = {
@@ -131,23 +181,37 @@ READS = {
     "session state": ["SET search_path TO pg_catalog", "PREPARE p AS SELECT 1", "SELECT pg_advisory_lock(7)"],
 }
 
-WRITES = {
+# Only rows of the template's tables and its sequences: put back, and the copy reused.
+ROW_CHANGES = {
     "insert": ["INSERT INTO items (label) VALUES ('new')"],
     "update": ["UPDATE items SET label = 'changed' WHERE id = 1"],
-    "delete": ["DELETE FROM items WHERE id = 1"],
+    "delete": ["DELETE FROM tags WHERE id = 1"],
+    "delete a referenced row": ["DELETE FROM tags", "DELETE FROM items WHERE id > 40"],
+    "insert into a table others reference": ["INSERT INTO items (label) VALUES ('x')"],
+    "update a TOASTed value": ["UPDATE docs SET body = body || 'x'"],
     "nextval": ["SELECT nextval('items_id_seq')"],
-    "setval": ["SELECT setval('items_id_seq', 1000)"],
+    "setval": ["SELECT setval('tags_id_seq', 1000)"],
+    "insert into an empty table": ["INSERT INTO empty VALUES (1)"],
+    "fill pages of an empty table": ["INSERT INTO empty SELECT g FROM generate_series(1, 3000) g"],
+    "triggers off: rows as they were": ["UPDATE items SET label = upper(label)", "DELETE FROM docs"],
+    # Nothing is left of these, but their WAL is there: put back all the same.
+    "a rolled-back write": ["BEGIN", "DELETE FROM tags", "DELETE FROM items", "ROLLBACK"],
+    "a row lock": ["BEGIN", "SELECT * FROM items FOR SHARE", "COMMIT"],
+}
+
+# Anything else changes the catalogs (or leaves no WAL): the copy is dropped.
+WRITES = {
     "create table": ["CREATE TABLE extra (a int)"],
     "temporary table": ["CREATE TEMP TABLE t (a int)"],
     "create function": ["CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"],
-    "truncate": ["TRUNCATE items"],
+    "truncate": ["TRUNCATE docs"],
     "large object": ["SELECT lo_create(0)"],
     "analyze": ["ANALYZE items"],
     "comment on a table": ["COMMENT ON TABLE items IS 'x'"],
     "unlogged table created": ["CREATE UNLOGGED TABLE u (a int)", "INSERT INTO u VALUES (1)"],
-    # Nothing is left of these, but their WAL is there: dropping is the safe side.
-    "a rolled-back write": ["BEGIN", "DELETE FROM items", "ROLLBACK"],
-    "a row lock": ["BEGIN", "SELECT * FROM items FOR SHARE", "COMMIT"],
+    "rows and DDL": ["INSERT INTO items (label) VALUES ('new')", "ALTER TABLE items ADD COLUMN extra int"],
+    "alter sequence": ["ALTER SEQUENCE items_id_seq RESTART WITH 500"],
+    "vacuum": ["DELETE FROM tags WHERE id = 1", "VACUUM tags"],
 }
 
 # Shared catalogs: these name the database from outside it, so they leave no WAL in it.
@@ -167,11 +231,38 @@ def test_a_copy_left_unchanged_is_reused_under_a_new_name(server: Server, pool: 
     assert pool.reused == 1
 
 
+@pytest.mark.parametrize("case", list(ROW_CHANGES))
+def test_changed_rows_are_put_back_and_the_copy_reused(server: Server, pool: Any, case: str) -> None:
+    fresh = first_contents(server, pool)
+    reused = pool.reused
+    name_after = use(server, pool, ROW_CHANGES[case])
+    assert name_after is not None, f"{case}: the copy was dropped instead of put back"
+    assert pool.reused == reused, f"{case}: the change went unseen"
+    conn = take(pool, name_after)
+    assert pool.restored == 1
+    assert contents(conn) == fresh, f"{case}: the copy does not hold what a fresh one holds"
+    # A test that only reads the put-back copy leaves it unchanged: it is reused, not put back again.
+    oid = server.oid(name_after)
+    before = kept(pool)
+    contents(conn)
+    pool.release(name_after, conn)
+    assert returned(server, pool, oid, before) is not None
+    assert pool.restored == 1, f"{case}: reading the put-back copy changed it"
+
+
 @pytest.mark.parametrize("case", list(WRITES))
-def test_a_changed_copy_is_dropped(server: Server, pool: Any, case: str) -> None:
+def test_a_copy_changed_otherwise_is_dropped(
+    server: Server, pool: Any, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision import recycling
+
+    tried: list[Any] = []
+    reset = recycling.reset
+    monkeypatch.setattr(recycling, "reset", lambda *args: tried.append(args) or reset(*args))
     name_after = use(server, pool, WRITES[case])
     assert name_after is None, f"{case}: a changed copy was kept as {name_after}"
-    assert pool.reused == 0
+    assert pool.reused == 0 and pool.restored == 0
+    assert tried == [], f"{case}: a catalog changed, yet the pool connected to the copy to try a reset"
 
 
 @pytest.mark.parametrize("case", list(DATABASE_LEVEL))
@@ -185,8 +276,18 @@ def test_a_copy_changed_from_outside_is_dropped(server: Server, pool: Any, case:
 
 
 def test_a_write_from_another_connection_is_seen(server: Server, pool: Any) -> None:
-    name_after = use(server, pool, WRITES["insert"], via="other")
-    assert name_after is None
+    fresh = first_contents(server, pool)
+    reused = pool.reused
+    name_after = use(server, pool, ROW_CHANGES["insert"], via="other")
+    assert name_after is not None and pool.reused == reused
+    assert contents(take(pool, name_after)) == fresh and pool.restored == 1
+
+
+def test_without_a_capture_changed_rows_get_the_copy_dropped(server: Server, pool: Any) -> None:
+    """A template too large to hold in memory (or unreadable) is not captured: changes drop the copy."""
+    first_contents(server, pool)  # the first copy has been read by now
+    pool._pristine = None
+    assert use(server, pool, ROW_CHANGES["insert"]) is None
 
 
 def test_a_session_still_connected_gets_the_copy_dropped(server: Server, pool: Any) -> None:
@@ -211,14 +312,8 @@ def test_a_reused_copy_is_pristine_and_its_old_name_is_gone(server: Server, pool
     pool.release(first, conn)
     renamed = returned(server, pool, oid)
     assert renamed is not None
-    # One copy is kept ready, so the reclaimed one comes out within two takes.
-    for _ in range(2):
-        name, conn = pool.acquire()
-        if name == renamed:
-            break
-        pool.release(name, conn)
-    else:
-        raise AssertionError(f"the reclaimed copy {renamed} was never handed out again")
+    name = renamed
+    conn = take(pool, renamed)
     assert server.oid(name) == oid
     with conn.cursor() as cur:
         cur.execute("SELECT count(*), max(id) FROM items")
