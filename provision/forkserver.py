@@ -11,7 +11,8 @@ the launcher goes away, and turns signals the launcher relays into its own.
 Nothing crosses from one command to the next: every worker is a fresh fork of the same
 pre-import state, and provision reads the environment only at call time, never at import.
 The server exits after IDLE_SECONDS without commands, when its socket is removed, or when
-provision's source files change (the launcher then uses a new socket).
+provision's source files or the installed packages change (launcher.source_stamps; the
+launcher then uses a new socket).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from .errors import ServerError
 # record naming the database's OID in its block references: rows, indexes, catalogs (so DDL,
 # temporary tables, TRUNCATE), large objects, and sequences. A copy's first nextval() always
 # logs, because the copy was made with FILE_COPY, which ends with a checkpoint, so the
-# sequence page is older than the redo point. What leaves no such record is checked apart:
+# sequence page is older than the redo point; after a reset, because setval() leaves no
+# values logged ahead. What leaves no such record is checked apart:
 # - unlogged relations: a pool whose template has one never recycles (pool.py);
 # - the database's own row and the shared catalogs that point at it (ALTER DATABASE ... SET,
 #   COMMENT ON DATABASE, GRANT ... ON DATABASE, subscriptions): compared below.
@@ -31,8 +32,9 @@ from .errors import ServerError
 # no TRUNCATE, no ANALYZE), reset() puts them back: tables the template leaves empty are
 # emptied; the others (and those whose foreign keys point at them) are truncated and reloaded
 # from the rows the template holds (captured once, by capture()), frozen as the template's
-# are; sequences are set back. That is less work than a clone and a drop, which cost per file of the database
-# (about 15 ms of server CPU for ChatBI's 406 files), while a reset costs per changed table.
+# are; sequences are set back. That is less work than a clone and a drop, which cost per file
+# of the database (about 15 ms of server CPU for ChatBI's 406 files), while a reset costs per
+# changed table and row.
 
 # Reading more WAL than this costs more than the clone it would save.
 MAX_WAL_BYTES = 64 * 1024 * 1024
