@@ -34,8 +34,8 @@ from typing import NoReturn
 from .launcher import source_stamps
 
 IDLE_SECONDS = 600.0
-# What the commands import, so that workers find it loaded (the docker SDK only for
-# up/down/logs; importing it here costs the server 0.1 s once).
+# What the commands import, so that workers find it loaded; the Docker SDK too (only up,
+# down and logs need it; importing it costs the server 0.1 s once), through docker_engine.
 PRELOAD = (
     "provision.cli",
     "provision.api",
@@ -53,7 +53,6 @@ PRELOAD = (
     "provision.targets.server",
     "provision.docker_engine",
     "yaml",
-    "docker",
 )
 
 
@@ -82,6 +81,10 @@ def serve(path: str, idle: float = IDLE_SECONDS) -> None:
         for name in PRELOAD:
             with contextlib.suppress(ImportError):
                 __import__(name)
+        from . import docker_engine
+
+        with contextlib.suppress(ImportError):
+            docker_engine.preload()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by a server that was killed (we hold the lock, so it is dead)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
