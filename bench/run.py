@@ -294,24 +294,32 @@ class Bench:
         self.run(self.provision_cmd("fresh", "--yes", "-q", "--sync-cleanup"))
 
 
-def housekeeping_pids(cwd: Path) -> set[int]:
-    """Our processes running `python -m provision _housekeep` (the detached half of `fresh`).
-
-    Ours are told apart from other provisioners' on this machine by their working directory,
-    which they inherit from the `provision` process this benchmark started.
-    """
+def processes(matching: Callable[[str, bytes], bool]) -> set[int]:
+    """Pids of this machine's processes for which matching(/proc entry, command line) holds."""
     pids = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(os.path.join(entry.path, "cmdline"), "rb") as fh:
-                cmdline = fh.read()
-            if b"-m\x00provision\x00_housekeep" in cmdline and os.readlink(os.path.join(entry.path, "cwd")) == str(cwd):
-                pids.add(int(entry.name))
+                if matching(entry.path, fh.read()):
+                    pids.add(int(entry.name))
         except OSError:
             continue
     return pids
+
+
+def housekeeping_pids(cwd: Path) -> set[int]:
+    """Our processes running `python -m provision _housekeep` (the detached half of `fresh`).
+
+    Ours are told apart from other provisioners' on this machine by their working directory,
+    which they inherit from the `provision` process this benchmark started.
+    """
+    return processes(
+        lambda proc, cmdline: (
+            b"-m\x00provision\x00_housekeep" in cmdline and os.readlink(os.path.join(proc, "cwd")) == str(cwd)
+        )
+    )
 
 
 def inspect_container(bench: Bench, name: str) -> dict[str, object] | None:
@@ -408,16 +416,7 @@ def scenario_help(bench: Bench, iterations: int) -> list[Row]:
 
 def forkserver_pids() -> set[int]:
     """provision forkservers running on this machine (see provision/launcher.py)."""
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"from provision.forkserver import serve" in cmdline:
-                pids.add(int(entry.name))
-    return pids
+    return processes(lambda proc, cmdline: b"from provision.forkserver import serve" in cmdline)
 
 
 def start_forkserver(bench: Bench) -> None:

@@ -31,7 +31,7 @@ import time
 import traceback
 from typing import NoReturn
 
-from .launcher import source_stamps
+from .launcher import EXITED, KILLED, STARTED, Request, report, source_stamps
 
 IDLE_SECONDS = 600.0
 # What the commands import, so that workers find it loaded; the Docker SDK too (only up,
@@ -56,24 +56,10 @@ PRELOAD = (
 )
 
 
-class Request:
-    """One command as the launcher sent it (see launcher.encode_request)."""
-
-    def __init__(self, payload: bytes) -> None:
-        fields = payload.split(b"\0")
-        if fields[0] != b"1":
-            raise ValueError(f"unknown request version {fields[0]!r}")
-        self.cwd = fields[1]
-        self.umask = int(fields[2])
-        self.streams = [(fields[3 + 2 * i].decode(), fields[4 + 2 * i].decode()) for i in range(3)]
-        count = int(fields[9])
-        self.argv = [os.fsdecode(arg) for arg in fields[10 : 10 + count]]
-        self.env = dict(item.split(b"=", 1) for item in fields[10 + count :] if b"=" in item)
-
-
 def serve(path: str, idle: float = IDLE_SECONDS) -> None:
     """Serve commands on the unix socket `path` until idle; returns at once if another server holds it."""
-    with open(os.open(path[: -len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT, 0o600)) as lock:
+    stem = path[: -len(".sock")]
+    with open(os.open(stem + ".lock", os.O_RDWR | os.O_CREAT, 0o600)) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -104,7 +90,6 @@ def serve(path: str, idle: float = IDLE_SECONDS) -> None:
                     os.unlink(path)
             # Still holding the lock: a server starting now either waits on this file and fails
             # (and the next launcher starts another) or creates a new one.
-            stem = path[: -len(".sock")]
             with contextlib.suppress(OSError):
                 os.unlink(stem + ".lock")
             with contextlib.suppress(OSError):
@@ -190,7 +175,7 @@ def _accept(listener: socket.socket, children: dict[int, socket.socket], wake: t
         return
     children[pid] = conn
     with contextlib.suppress(OSError):
-        conn.sendall(b"p" + pid.to_bytes(4, "big"))
+        conn.sendall(report(STARTED, pid))
 
 
 def _reap(children: dict[int, socket.socket]) -> None:
@@ -205,9 +190,9 @@ def _reap(children: dict[int, socket.socket]) -> None:
         if conn is None:
             continue
         if os.WIFSIGNALED(status):
-            message = b"k" + os.WTERMSIG(status).to_bytes(4, "big")
+            message = report(KILLED, os.WTERMSIG(status))
         else:
-            message = b"x" + os.waitstatus_to_exitcode(status).to_bytes(4, "big")
+            message = report(EXITED, os.waitstatus_to_exitcode(status))
         with contextlib.suppress(OSError):
             conn.sendall(message)
         conn.close()

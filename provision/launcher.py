@@ -30,6 +30,9 @@ IN_PROCESS_VERBS = frozenset({"psql"})
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 MAX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) to 108 (Linux) bytes
 PROTOCOL = b"1"
+# What the forkserver reports, each a kind byte and a 4-byte number: the worker started (its
+# pid), exited (its code), or was killed (the signal).
+STARTED, EXITED, KILLED = b"p", b"x", b"k"
 SERVE = "import sys; sys.path[:] = sys.argv[2:]; from provision.forkserver import serve; serve(sys.argv[1])"
 
 
@@ -113,8 +116,14 @@ def socket_path() -> str | None:
     return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
 
 
+def report(kind: bytes, number: int) -> bytes:
+    """One message of the forkserver to the launcher (see STARTED)."""
+    return kind + number.to_bytes(4, "big")
+
+
 def encode_request(argv: list[str]) -> bytes | None:
-    """argv, environment, working directory, umask and how the three standard streams encode text."""
+    """argv, environment, working directory, umask and how the three standard streams encode
+    text (read back by Request)."""
     streams = (sys.stdin, sys.stdout, sys.stderr)
     if any(s is None for s in streams):
         return None
@@ -131,6 +140,21 @@ def encode_request(argv: list[str]) -> bytes | None:
     fields += [os.fsencode(arg) for arg in argv]
     fields += [key + b"=" + value for key, value in os.environb.items()]
     return b"\0".join(fields)
+
+
+class Request:
+    """A command as encode_request() wrote it, read back by the forkserver."""
+
+    def __init__(self, payload: bytes) -> None:
+        fields = payload.split(b"\0")
+        if fields[0] != PROTOCOL:
+            raise ValueError(f"unknown request version {fields[0]!r}")
+        self.cwd = fields[1]
+        self.umask = int(fields[2])
+        self.streams = [(fields[3 + 2 * i].decode(), fields[4 + 2 * i].decode()) for i in range(3)]
+        count = int(fields[9])
+        self.argv = [os.fsdecode(arg) for arg in fields[10 : 10 + count]]
+        self.env = dict(item.split(b"=", 1) for item in fields[10 + count :] if b"=" in item)
 
 
 def _relay(path: str, argv: list[str]) -> int | None:
@@ -181,11 +205,11 @@ def _wait(sock: _socket.socket) -> int | None:
             buffer += chunk
             while len(buffer) >= 5:
                 kind, value, buffer = buffer[:1], int.from_bytes(buffer[1:5], "big"), buffer[5:]
-                if kind == b"p":
+                if kind == STARTED:
                     started = True
-                elif kind == b"x":
+                elif kind == EXITED:
                     return value
-                elif kind == b"k":
+                elif kind == KILLED:
                     return _die_by(value)
     finally:
         for sig, handler in previous.items():

@@ -119,6 +119,10 @@ class Table:
     rows: int
     data: bytes = field(repr=False)  # binary COPY
 
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
 
 @dataclass(frozen=True)
 class Pristine:
@@ -252,8 +256,9 @@ def capture(conn: Connection) -> Pristine | None:
 
 def reset(conn: Connection, pristine: Pristine, touched: tuple[tuple[int, int], ...]) -> bool:
     """Put back, on `conn` (connected to the copy, no one else is), the relations a test
-    changed (reclaim's `touched`). False, with nothing changed, if any of them is not a captured
-    table or sequence (a catalog: DDL and the like) or the reset fails.
+    changed (reclaim's `touched`). False if any of them is not a captured table or sequence (a
+    catalog: DDL and the like), nothing changed then, or if the reset fails: the caller then
+    drops the copy.
 
     A table the template leaves empty is emptied with DELETE and VACUUM, which keeps its files;
     one with rows is truncated (with the tables whose foreign keys lead to it, as TRUNCATE
@@ -287,9 +292,7 @@ def reset(conn: Connection, pristine: Pristine, touched: tuple[tuple[int, int], 
                 table = pristine.tables[oid]
                 if table.rows:
                     # FREEZE, as the template's rows are: a reader then has no hint bits to set.
-                    copy = sql.SQL("COPY {} FROM STDIN (FORMAT binary, FREEZE)").format(
-                        sql.Identifier(table.schema, table.name)
-                    )
+                    copy = sql.SQL("COPY {} FROM STDIN (FORMAT binary, FREEZE)").format(table.identifier)
                     cur.copy_expert(copy.as_string(conn), io.BytesIO(table.data))
             for oid in emptied:
                 cur.execute(sql.SQL("DELETE FROM ONLY {}").format(_names(pristine, [oid])))
@@ -317,4 +320,4 @@ def reset(conn: Connection, pristine: Pristine, touched: tuple[tuple[int, int], 
 
 
 def _names(pristine: Pristine, oids: list[int]) -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(pristine.tables[t].schema, pristine.tables[t].name) for t in oids)
+    return sql.SQL(", ").join(pristine.tables[t].identifier for t in oids)

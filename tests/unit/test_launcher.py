@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from provision import launcher
-from provision.forkserver import Request
 
 
 @pytest.fixture
@@ -93,7 +92,7 @@ def test_a_request_carries_the_command_as_given(runtime: Path, monkeypatch: pyte
     argv = ["-c", "conf ig.yaml", "fresh", "--yes", "caf\udce9"]  # an undecodable byte, as Python passes it
     payload = launcher.encode_request(argv)
     assert payload is not None
-    request = Request(payload)
+    request = launcher.Request(payload)
     assert request.argv == argv
     assert request.cwd == os.fsencode(str(tmp_path))
     assert request.env[b"PROVISION_PORT"] == b"6001"
@@ -107,4 +106,4 @@ def test_a_request_carries_the_command_as_given(runtime: Path, monkeypatch: pyte
 
 def test_an_unknown_request_version_is_refused() -> None:
     with pytest.raises(ValueError, match="version"):
-        Request(b"9\0/\x0018")
+        launcher.Request(b"9\0/\x0018")
