@@ -126,6 +126,40 @@ def _ready(
     return target.ready(create=True, recreate=recreate, timeout=_timeout(cfg, timeout), on_event=on_event)
 
 
+@contextlib.contextmanager
+def _holding_lock(
+    cfg: Config, server: Server, purpose: str, emit: EventFn, *, wait: bool = True, writes: bool = True
+) -> Iterator[Connection]:
+    """An admin connection holding the server-wide provisioner lock. A verb that writes first
+    reopens databases that a killed run left closed to connections (seal.py)."""
+    from . import dbops, seal
+
+    lock_conn = server.admin_connection(f"provision {purpose}")
+    try:
+        with _timed_lock(emit):
+            dbops.acquire_lock(lock_conn, wait, lambda msg: emit(Event("wait", msg)))
+        if writes:
+            reopened = seal.reopen_leftovers(lock_conn, [db.name for db in cfg.databases])
+            if reopened:
+                emit(Event("info", f"reopened {', '.join(reopened)} to new connections: a killed run left them closed"))
+        yield lock_conn
+    finally:
+        lock_conn.close()
+
+
+@contextlib.contextmanager
+def _locked(
+    cfg: Config, emit: EventFn, purpose: str, *, writes: bool = True, timeout: float | None = None
+) -> Iterator[tuple[Server, Connection]]:
+    """The ready server and a connection holding the provisioner lock: how every verb that changes databases begins."""
+    if writes:
+        server, _ = _ready(cfg, timeout=timeout, on_event=emit)
+    else:
+        server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=_timeout(cfg, timeout), on_event=emit)
+    with _holding_lock(cfg, server, purpose, emit, writes=writes) as lock_conn:
+        yield server, lock_conn
+
+
 # ---------------------------------------------------------------- connecting
 
 
@@ -193,9 +227,20 @@ def plan_fresh(cfg: Config, *, only: Sequence[str] = (), skip_demo: bool = False
         if plan.migrations:
             to = f" (to {plan.revision})" if plan.migrations.alembic else ""
             steps.append(
-                f"run the migrations{to}: {shlex.join(plan.migrations.command())} in {plan.migrations.cwd}, "
-                f"with the copy's URL in ${plan.migrations.url_env}"
+                f"run the migrations{to}: {shlex.join(plan.migrations.command())} in {plan.migrations.runner.cwd}, "
+                f"with the copy's URL in ${plan.migrations.runner.url_env}"
+                + (
+                    f", and {', '.join(k for k, _ in plan.migrations.runner.env)} from `env:`"
+                    if plan.migrations.runner.env
+                    else ""
+                )
             )
+        if plan.seed_files:
+            steps.append(f"seed: run {len(plan.seed_files)} SQL file(s) with psql")
+        if plan.seed is not None:
+            steps.append(f"seed: {shlex.join(plan.seed.argv)} in {plan.seed.cwd}")
+        if plan.runs_commands:
+            steps.append(f"while the app's commands run, {', '.join(plan.live)} accept no new connections")
         if plan.database.tables:
             steps.append(f"verify {len(plan.database.tables)} expected table(s)")
         steps.append(f"terminate sessions on {plan.name}, swap the new copy into place, drop the old one")
@@ -250,10 +295,7 @@ def fresh(
     plans = _selected(cfg, only, skip_demo, hash_files=use_cache)
     server, up_result = _ready(cfg, recreate=recreate, timeout=timeout, on_event=emit)
 
-    lock_conn = server.admin_connection("provision fresh")
-    try:
-        with _timed_lock(emit):
-            dbops.acquire_lock(lock_conn, wait_for_lock, lambda msg: emit(Event("wait", msg)))
+    with _holding_lock(cfg, server, "fresh", emit, wait=wait_for_lock) as lock_conn:
         names = [p.name for p in plans]
         if not yes:
             _confirm_replace(server, names, confirm)
@@ -268,8 +310,6 @@ def fresh(
         else:
             housekeep(server, plans, cfg.keep_templates, use_cache, emit)
             mode = "sync"
-    finally:
-        lock_conn.close()
     return FreshResult(tuple(results), time.monotonic() - started, mode, up_result)
 
 
@@ -302,23 +342,6 @@ def wait_for_housekeeping(cfg: Config, timeout: float = 120.0) -> None:
 
 
 # ---------------------------------------------------------------- snapshots
-
-
-@contextlib.contextmanager
-def _locked(cfg: Config, emit: EventFn, *, writes: bool = True) -> Iterator[tuple[Server, Connection]]:
-    """The ready server and a connection holding the provisioner lock."""
-    from . import dbops
-
-    if writes:
-        server, _ = _ready(cfg, on_event=emit)
-    else:
-        server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=emit)
-    lock_conn = server.admin_connection("provision snapshot")
-    try:
-        dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
-        yield server, lock_conn
-    finally:
-        lock_conn.close()
 
 
 def _snapshot_targets(cfg: Config, databases: Sequence[str]) -> list[str]:
@@ -358,7 +381,7 @@ def snapshot_save(
     started = time.monotonic()
     snapshots.validate_name(name)
     names = _snapshot_targets(cfg, databases)
-    with _locked(cfg, emit) as (server, admin):
+    with _locked(cfg, emit, "snapshot") as (server, admin):
         cleanup_leftovers(admin, names, emit)
         if not databases:
             existing = dbops.list_databases(admin)
@@ -448,7 +471,7 @@ def snapshot_restore(
 
     emit = on_event or ignore
     started = time.monotonic()
-    with _locked(cfg, emit) as (server, admin):
+    with _locked(cfg, emit, "snapshot") as (server, admin):
         found = _find_snapshots(cfg, admin, name, databases)
         names = [s.database for s in found]
         if not yes:
@@ -464,7 +487,7 @@ def snapshot_rm(cfg: Config, name: str, *, databases: Sequence[str] = ()) -> Sna
     """Remove snapshot `name` (and its standby) of each database that has one (or of `databases`)."""
     from . import dbops, snapshots
 
-    with _locked(cfg, ignore) as (_, admin):
+    with _locked(cfg, ignore, "snapshot") as (_, admin):
         try:
             found = _find_snapshots(cfg, admin, name, databases)
         except ConfigError:
@@ -501,7 +524,7 @@ def snapshot_export(
     if not target_path.parent.is_dir():
         raise ConfigError(f"cannot write {target_path}: its directory does not exist")
     partial = target_path.with_name(target_path.name + ".partial")
-    with _locked(cfg, ignore, writes=False) as (server, admin):
+    with _locked(cfg, ignore, "snapshot", writes=False) as (server, admin):
         snap = _find_snapshots(cfg, admin, name, [database or cfg.databases[0].name])[0]
         with _readable_copy(server, admin, snap) as source, partial.open("wb") as out:
             output = make_target(cfg).dump(source, out)
@@ -562,28 +585,32 @@ def check(
     """Compare schemas, touching no database in place: by default each database built from its SQL
     sources against the same built by its migrations; with live=True the live database against a
     fresh build. Scratch copies are dropped however it ends. CheckResult.drift says if any differ."""
-    from . import dbops, drift
+    from . import drift
 
     emit = on_event or ignore
     started = time.monotonic()
     plans = _selected(cfg, only, False)
     if not live:
-        plans = [p for p in plans if p.migrations is not None and p.files] if not only else plans
-        if not plans:
+        both = [p for p in plans if p.migrations is not None and p.files]
+        migrations_only = [p.name for p in plans if p.migrations is not None and not p.files]
+        if not both or (only and len(both) < len(plans)):
+            if migrations_only:
+                raise ConfigError(
+                    f"{', '.join(migrations_only)}: built by migrations alone (no `sql:`), so there is no bootstrap "
+                    "SQL to compare the migrations with",
+                    hint="`provision check --live` compares the live database with a fresh build from its migrations",
+                )
             raise ConfigError(
                 "no database has both `sql:` sources and `migrations:`, so there is no bootstrap to check",
-                hint="configure `migrations:` for a database, or use `provision check --live`",
+                hint="configure `migrations:` for a database, or use `provision check --live` to compare the live "
+                "database with a fresh build",
             )
-    server, _ = _ready(cfg, timeout=timeout, on_event=emit)
-    lock_conn = server.admin_connection("provision check")
-    try:
-        # Under the lock: the scratch copies are then safe from (and safe for) a concurrent fresh,
-        # and a killed check's copies are dropped by the next run as leftovers.
-        dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
+        plans = both
+    # Under the lock: the scratch copies are then safe from (and safe for) a concurrent fresh,
+    # and a killed check's copies are dropped by the next run as leftovers.
+    with _locked(cfg, emit, "check", timeout=timeout) as (server, _):
         compare = drift.live_vs_build if live else drift.bootstrap_vs_migrations
         checks = tuple(compare(server, plan, emit, column_order) for plan in plans)
-    finally:
-        lock_conn.close()
     return drift.CheckResult(checks, time.monotonic() - started)
 
 
@@ -741,7 +768,7 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
     lock, so parallel test workers build each template once. Also drops pool copies left by
     test sessions that died.
     """
-    from . import dbops, recycling
+    from . import recycling
     from .errors import DriftDetected
     from .pipeline import ensure_template, prune_templates
     from .pool import remove_dead_copies
@@ -756,9 +783,7 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
         # A test server keeps its data in memory, so it holds nothing a rebuild loses.
         emit(Event("info", f"{exc}; recreating the test server"))
         server, up_result = _ready(cfg, recreate=True, on_event=emit)
-    lock_conn = server.admin_connection("provision templates")
-    try:
-        dbops.acquire_lock(lock_conn, wait=True, on_wait=lambda msg: emit(Event("wait", msg)))
+    with _holding_lock(cfg, server, "templates", emit) as lock_conn:
         templates = {plan.name: ensure_template(server, plan, emit) for plan in plans}
         for name, tpl in templates.items():
             prune_templates(lock_conn, name, cfg.keep_templates, tpl, emit)
@@ -766,6 +791,4 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
         if cfg.tmpfs:
             # provision's own throwaway test server: pool copies a test left unchanged are reused.
             recycling.enable(lock_conn)
-    finally:
-        lock_conn.close()
     return TemplateSet(server.endpoint, templates, up_result)

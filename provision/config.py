@@ -6,6 +6,7 @@ import glob
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,9 @@ _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# What `env:` values may say about the private copy; filled in when the command runs.
+COPY_PLACEHOLDERS = ("host", "port", "user", "password", "database", "url")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,21 @@ class MigrationsConfig:
     command: tuple[str, ...] = ()  # default: alembic -c {ini} upgrade {revision}
     cwd: str | None = None  # default: the alembic.ini's directory, else the config's
     url_env: str = "DATABASE_URL"
+    env: tuple[tuple[str, str], ...] = ()  # more variables for the command, with {database}-style placeholders
     inputs: tuple[str, ...] = ()  # files, directories or globs whose change means a rebuild
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    """The app's initial data, loaded into the private copy after the migrations: SQL files, a command, or both."""
+
+    sql: tuple[str, ...] = ()  # run by psql, like the database's own sources
+    command: tuple[str, ...] = ()
+    cwd: str | None = None  # default: the config's directory
+    url_env: str = "DATABASE_URL"
+    env: tuple[tuple[str, str], ...] = ()
+    inputs: tuple[str, ...] = ()  # default for a command: the files its arguments name
     timeout: float = 600.0
 
 
@@ -75,6 +93,7 @@ class DatabaseConfig:
     demo: bool = False
     variables: tuple[tuple[str, str], ...] = ()
     migrations: MigrationsConfig | None = None
+    seed: SeedConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -171,8 +190,9 @@ _SCALAR_KEYS: dict[str, str] = {
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
-DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables", "migrations")
-MIGRATIONS_KEYS = ("alembic", "revision", "command", "cwd", "url_env", "inputs", "timeout")
+DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables", "migrations", "seed")
+MIGRATIONS_KEYS = ("alembic", "revision", "command", "cwd", "url_env", "env", "inputs", "timeout")
+SEED_KEYS = ("sql", "command", "cwd", "url_env", "env", "inputs", "timeout")
 ENV_PREFIX = "PROVISION_"
 # Variables that are not config keys but belong to provision.
 _ENV_OTHER = frozenset(
@@ -314,14 +334,16 @@ def validate_database_name(name: str, where: str) -> str:
     return name
 
 
-def resolve_sql_files(config: Config, db: DatabaseConfig) -> list[Path]:
-    """Expand a database's SQL sources (files, globs, directories) into files, in natural order.
+def resolve_sql_files(config: Config, db: DatabaseConfig, seed: bool = False) -> list[Path]:
+    """Expand a database's SQL sources (or, with `seed`, its seed's SQL files) into files, in natural order.
 
     Every file must exist, be non-empty and be text; otherwise ConfigError, before anything is touched.
     """
     files: list[Path] = []
-    for entry in db.sql:
-        where = f"databases.{db.name}.sql in {config.source}"
+    key = "seed.sql" if seed else "sql"
+    entries = (db.seed.sql if db.seed else ()) if seed else db.sql
+    for entry in entries:
+        where = f"databases.{db.name}.{key} in {config.source}"
         if entry.startswith(BUILTIN_PREFIX):
             base = builtin_sql_dir()
             pattern = entry[len(BUILTIN_PREFIX) :]
@@ -351,7 +373,7 @@ def resolve_sql_files(config: Config, db: DatabaseConfig) -> list[Path]:
                 hint="fix the path; relative paths are resolved from the config file's directory",
             )
     for f in files:
-        _check_sql_file(f, where=f"databases.{db.name}.sql")
+        _check_sql_file(f, where=f"databases.{db.name}.{key}")
     return files
 
 
@@ -477,7 +499,11 @@ def _interpolate(text: str, env: Mapping[str, str], where: str) -> str:
             return default
         raise ConfigError(
             f"environment variable {name} is not set ({where})",
-            hint=f"export {name}, or write ${{{name}:-default}} to give a default",
+            hint=f"${{{name}}} is filled in by provision when it reads this file, from its own environment: export "
+            f"{name}, or write ${{{name}:-default}}. For a value the app's command should get when it runs "
+            f"(such as the private copy's database), use `env:` under migrations/seed with a placeholder "
+            f"({', '.join('{' + p + '}' for p in COPY_PLACEHOLDERS)}), or write $${{{name}}} so the command's "
+            "own shell sees ${" + name + "}",
         )
 
     return _INTERPOLATION.sub(sub, text)
@@ -640,6 +666,8 @@ def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], in
                 kwargs[key] = tuple(pairs)
             elif key == "migrations":
                 kwargs[key] = _parse_migrations(item, name, source, lines)
+            elif key == "seed":
+                kwargs[key] = _parse_seed(item, name, source, lines)
         if not kwargs.get("sql") and not kwargs.get("migrations"):
             raise ConfigError(
                 f"databases.{name} has neither `sql:` sources nor `migrations:` ({dwhere})",
@@ -649,9 +677,82 @@ def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], in
     return tuple(out)
 
 
-def _parse_migrations(value: Any, database: str, source: str, lines: Mapping[tuple[str, ...], int]) -> MigrationsConfig:
-    from .migrations import split_command
+def split_command(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A command from the config: a string (split like a shell would, without running one) or a list."""
+    return tuple(shlex.split(value) if isinstance(value, str) else value)
 
+
+def _parse_env(value: Any, where: str, section: str) -> tuple[tuple[str, str], ...]:
+    """`env:` under migrations or seed: variable name -> value, whose {placeholders} name the private copy."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{section}.env must be a mapping of environment variable to value ({where})",
+            hint="e.g. `env: {POSTGRES_DB: '{database}', POSTGRES_PORT: '{port}'}`",
+        )
+    pairs = []
+    for var, val in value.items():
+        if not isinstance(var, str) or not _VARIABLE_NAME.fullmatch(var):
+            raise ConfigError(f"{section}.env: {var!r} is not an environment variable name ({where})")
+        if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+            raise ConfigError(f"{section}.env.{var} must be a string or a number ({where})")
+        text = str(val)
+        for match in _PLACEHOLDER.finditer(text):
+            if match.group(1) is not None and match.group(1) not in COPY_PLACEHOLDERS:
+                raise ConfigError(
+                    f"{section}.env.{var}: unknown placeholder {match.group(0)} ({where})",
+                    hint=f"placeholders: {', '.join('{' + p + '}' for p in COPY_PLACEHOLDERS)}; write {{{{ and }}}} "
+                    "for a literal brace",
+                )
+        pairs.append((var, text))
+    return tuple(pairs)
+
+
+def fill_placeholders(template: str, values: Mapping[str, str]) -> str:
+    """An `env:` value with its {placeholders} replaced by the private copy's `values`."""
+
+    def sub(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def _parse_command_key(key: str, item: Any, kwhere: str, section: str, example: str) -> tuple[str, Any]:
+    """The keys a migrations or seed command shares: command, cwd, url_env, env, inputs, timeout."""
+    if key in ("cwd", "url_env"):
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{section}.{key} must be a non-empty string ({kwhere})")
+        if key == "url_env" and not _VARIABLE_NAME.fullmatch(item):
+            raise ConfigError(f"{section}.url_env must be an environment variable name, got {item!r} ({kwhere})")
+        return key, item
+    if key == "command":
+        ok = isinstance(item, str) or (isinstance(item, list) and all(isinstance(i, str) for i in item))
+        try:
+            command = split_command(item) if ok else ()
+        except ValueError as exc:
+            raise ConfigError(f"{section}.command cannot be split into arguments: {exc} ({kwhere})") from exc
+        if not command:
+            raise ConfigError(
+                f"{section}.command must be a command line or a list of arguments ({kwhere})", hint=f"e.g. `{example}`"
+            )
+        return key, command
+    if key == "env":
+        return key, _parse_env(item, kwhere, section)
+    if key in ("inputs", "sql"):
+        items = [item] if isinstance(item, str) else item
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ConfigError(f"{section}.{key} must be a path or a list of paths ({kwhere})")
+        return key, tuple(items)
+    if key == "timeout":
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or item <= 0:
+            raise ConfigError(f"{section}.timeout must be a positive number of seconds ({kwhere})")
+        return key, float(item)
+    raise AssertionError(key)
+
+
+def _parse_migrations(value: Any, database: str, source: str, lines: Mapping[tuple[str, ...], int]) -> MigrationsConfig:
     where = _where(source, lines, ("databases", database, "migrations"))
     if not isinstance(value, Mapping):
         raise ConfigError(
@@ -667,37 +768,19 @@ def _parse_migrations(value: Any, database: str, source: str, lines: Mapping[tup
                 f"unknown key {key!r} in {kwhere}{_did_you_mean(key, MIGRATIONS_KEYS)}",
                 hint=f"valid keys under migrations: {', '.join(MIGRATIONS_KEYS)}",
             )
-        if key in ("alembic", "cwd", "url_env"):
+        if key == "alembic":
             if not isinstance(item, str) or not item:
                 raise ConfigError(f"migrations.{key} must be a non-empty string ({kwhere})")
-            if key == "url_env" and not _VARIABLE_NAME.fullmatch(item):
-                raise ConfigError(f"migrations.url_env must be an environment variable name, got {item!r} ({kwhere})")
             out[key] = item
         elif key == "revision":
             if not isinstance(item, (str, int)) or isinstance(item, bool) or not str(item) or len(str(item)) > 32:
                 raise ConfigError(f"migrations.revision must be a revision id or `head` ({kwhere})")
             out[key] = str(item)
-        elif key == "command":
-            ok = isinstance(item, str) or (isinstance(item, list) and all(isinstance(i, str) for i in item))
-            try:
-                command = split_command(item) if ok else ()
-            except ValueError as exc:
-                raise ConfigError(f"migrations.command cannot be split into arguments: {exc} ({kwhere})") from exc
-            if not command:
-                raise ConfigError(
-                    f"migrations.command must be a command line or a list of arguments ({kwhere})",
-                    hint="e.g. `uv run alembic -c alembic.ini upgrade {revision}`",
-                )
-            out[key] = command
-        elif key == "inputs":
-            items = [item] if isinstance(item, str) else item
-            if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-                raise ConfigError(f"migrations.inputs must be a path or a list of paths ({kwhere})")
-            out[key] = tuple(items)
-        elif key == "timeout":
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or item <= 0:
-                raise ConfigError(f"migrations.timeout must be a positive number of seconds ({kwhere})")
-            out[key] = float(item)
+        else:
+            name, parsed = _parse_command_key(
+                key, item, kwhere, "migrations", "uv run alembic -c alembic.ini upgrade {revision}"
+            )
+            out[name] = parsed
     if "alembic" not in out and "command" not in out:
         raise ConfigError(
             f"databases.{database}.migrations needs `alembic:` (the app's alembic.ini) or `command:` ({where})",
@@ -706,3 +789,30 @@ def _parse_migrations(value: Any, database: str, source: str, lines: Mapping[tup
     if "revision" in out and "alembic" not in out:
         raise ConfigError(f"migrations.revision needs `alembic:`: only Alembic revisions are known ({where})")
     return MigrationsConfig(**out)
+
+
+def _parse_seed(value: Any, database: str, source: str, lines: Mapping[tuple[str, ...], int]) -> SeedConfig:
+    where = _where(source, lines, ("databases", database, "seed"))
+    if isinstance(value, (str, list)):
+        value = {"sql": value}  # `seed: seeds/` is short for `seed: {sql: seeds/}`
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"databases.{database}.seed must be a mapping ({where})",
+            hint="e.g. `seed: {sql: seeds/}` or `seed: {command: python app/initial_data.py}`",
+        )
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        kwhere = _where(source, lines, ("databases", database, "seed", key))
+        if key not in SEED_KEYS:
+            raise ConfigError(
+                f"unknown key {key!r} in {kwhere}{_did_you_mean(key, SEED_KEYS)}",
+                hint=f"valid keys under seed: {', '.join(SEED_KEYS)}",
+            )
+        name, parsed = _parse_command_key(key, item, kwhere, "seed", "python app/initial_data.py")
+        out[name] = parsed
+    if not out.get("sql") and not out.get("command"):
+        raise ConfigError(
+            f"databases.{database}.seed needs `sql:` (files psql runs) or `command:` (a program) ({where})",
+            hint="e.g. `seed: {command: python app/initial_data.py, inputs: [app/initial_data.py]}`",
+        )
+    return SeedConfig(**out)

@@ -63,6 +63,13 @@ def connect(
             ) from exc
         if "database" in text and "does not exist" in text:
             raise ServerError(f"database {dbname} does not exist on {ep.host}:{ep.port}") from exc
+        if "is not currently accepting connections" in text:
+            raise ServerError(
+                f"database {dbname} on {ep.host}:{ep.port} is not accepting connections",
+                hint="provision closes its databases to new connections while an app's migrations or seed run "
+                "against a private copy; a run that was killed leaves them closed until the next provision run "
+                "that writes (`provision fresh`, `check`, `snapshot ...`) reopens them",
+            ) from exc
         raise ServerUnavailable(f"cannot connect to {ep.host}:{ep.port}: {_first_line(text)}") from exc
     conn.autocommit = True
     return conn
@@ -165,6 +172,15 @@ def copy_database(conn: Connection, name: str, source: str, strategy: str | None
         if strategy:
             query = sql.SQL("{} STRATEGY {}").format(query, sql.SQL(strategy))
     execute(conn, query)
+
+
+def allow_connections(conn: Connection, name: str, allow: bool) -> None:
+    """ALTER DATABASE name WITH ALLOW_CONNECTIONS: new connections refused (or allowed again); open ones stay."""
+    query = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+        sql.Identifier(name), sql.SQL("true" if allow else "false")
+    )
+    with server_errors(f"{'reopening' if allow else 'closing'} database {name} to new connections"):
+        execute(conn, query)
 
 
 def drop_database(conn: Connection, name: str) -> None:

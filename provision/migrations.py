@@ -1,4 +1,4 @@
-"""The app's own migrations: where they are, what they reach, what they hash to, and running them against a copy.
+"""The app's own migrations: where they are, what they reach, and what they hash to (appcommand.py runs them).
 
 Alembic's revision graph is read from the version files' `revision` / `down_revision` lines
 (with `ast`, never importing them), so provision needs no Alembic of its own and knows the
@@ -10,53 +10,21 @@ from __future__ import annotations
 import ast
 import configparser
 import contextlib
-import glob
-import hashlib
 import os
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
 
-from .checkpoints import checkpoint
-from .errors import ConfigError, SqlError
-from .sqlstream import BUILD_APP, Tail
-
-if TYPE_CHECKING:
-    from .config import Config, MigrationsConfig
-    from .endpoint import Endpoint
+from . import appcommand
+from .appcommand import CommandPlan, CommandRun, expand_input, plan_command
+from .config import Config, MigrationsConfig
+from .endpoint import Endpoint
+from .errors import ConfigError
 
 # The placeholders a migrations command may use.
 REVISION_PLACEHOLDER = "{revision}"
 INI_PLACEHOLDER = "{ini}"
 DEFAULT_ALEMBIC_COMMAND = ("alembic", "-c", INI_PLACEHOLDER, "upgrade", REVISION_PLACEHOLDER)
-# What a failed migration shows of its output: enough for the revision and the error.
-SHOWN_OUTPUT_LINES = 25
-KEEP_OUTPUT_BYTES = 64 * 1024
-# After the time limit: SIGTERM, then this long before SIGKILL.
-KILL_GRACE_SECONDS = 5.0
-# Runs the command with the parent-death signal set (Linux), so that no migration outlives a
-# provision killed with -9. A launcher rather than preexec_fn, which is unsafe with threads
-# (builds run in parallel).
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys; "
-    "ctypes.CDLL(None).prctl(1, signal.SIGKILL); "  # PR_SET_PDEATHSIG
-    "os.getppid() != int(sys.argv[1]) and sys.exit(137); "  # the parent died before prctl took effect
-    "os.execvp(sys.argv[2], sys.argv[2:])"
-)
-
-
-class MigrationFailed(SqlError):
-    """The app's migrations failed or timed out; the database in place was not changed."""
-
-
 # ---------------------------------------------------------------- Alembic's revision graph
 
 
@@ -183,23 +151,28 @@ def _revision_of(path: Path) -> Revision | None:
 class MigrationPlan:
     """A database's migrations, resolved before anything is touched."""
 
-    argv: tuple[str, ...]  # may hold {revision}
-    cwd: Path
-    url_env: str
-    timeout: float
-    inputs: tuple[Path, ...]  # files whose content decides the result
-    digest: str  # sha256 over the inputs' names and contents
+    runner: CommandPlan  # argv may hold {revision}
     alembic: RevisionGraph | None  # None for a tool other than Alembic
     revision: str | None  # the Alembic revision asked for ("head" resolved)
+
+    @property
+    def digest(self) -> str:
+        return self.runner.digest
 
     def command(self, revision: str | None = None) -> list[str]:
         """The argv, with {revision} set to `revision` (default: the configured target)."""
         wanted = revision or self.revision or "head"
-        return [part.replace(REVISION_PLACEHOLDER, wanted) for part in self.argv]
+        return [part.replace(REVISION_PLACEHOLDER, wanted) for part in self.runner.argv]
 
     @property
     def takes_revision(self) -> bool:
-        return any(REVISION_PLACEHOLDER in part for part in self.argv)
+        return any(REVISION_PLACEHOLDER in part for part in self.runner.argv)
+
+    def run(
+        self, endpoint: Endpoint, database: str, label: str, revision: str | None = None, live: Sequence[str] = ()
+    ) -> CommandRun:
+        """Run the migrations against `database` (a private copy) while the `live` databases are sealed."""
+        return appcommand.run(self.runner, self.command(revision), endpoint, database, label, live)
 
 
 def plan_migrations(cfg: Config, database: str, spec: MigrationsConfig) -> MigrationPlan:
@@ -216,10 +189,9 @@ def plan_migrations(cfg: Config, database: str, spec: MigrationsConfig) -> Migra
         if not graph.revisions:
             raise ConfigError(f"no Alembic revisions found under {directories[0]} ({where})")
         inputs.append(ini)
-        for directory in directories:
-            inputs += _files_under(directory)
+        inputs += alembic_inputs(directories)
     for entry in spec.inputs:
-        inputs += _expand_input(base, entry, where)
+        inputs += expand_input(base, entry, where, "migrations")
     if not inputs:
         raise ConfigError(
             f"{where}: nothing says when the migrations change",
@@ -232,17 +204,30 @@ def plan_migrations(cfg: Config, database: str, spec: MigrationsConfig) -> Migra
     if INI_PLACEHOLDER in " ".join(argv) and ini is None:
         raise ConfigError(f"{where}: the command uses {INI_PLACEHOLDER}, but no `alembic:` ini is configured")
     argv = [part.replace(INI_PLACEHOLDER, str(ini)) if ini else part for part in argv]
-    if spec.cwd is not None:
-        cwd = base / os.path.expanduser(spec.cwd)
-    else:
-        cwd = ini.parent if ini else base
-    if not cwd.is_dir():
-        raise ConfigError(f"migrations working directory {cwd} does not exist ({where})")
-    argv[0] = _executable(argv[0], cwd, where)
-    unique = sorted(set(inputs))
-    return MigrationPlan(
-        tuple(argv), cwd, spec.url_env, spec.timeout, tuple(unique), _digest(unique, argv), graph, revision
+    cwd = base / os.path.expanduser(spec.cwd) if spec.cwd is not None else (ini.parent if ini else base)
+    runner = plan_command(
+        "migrations",
+        argv,
+        cwd=cwd,
+        url_env=spec.url_env,
+        env=spec.env,
+        timeout=spec.timeout,
+        inputs=inputs,
+        where=where,
     )
+    return MigrationPlan(runner, graph, revision)
+
+
+def alembic_inputs(directories: Sequence[Path]) -> list[Path]:
+    """What decides what Alembic builds: env.py and script.py.mako beside the script location, and the
+    version files (`*.py` in versions/ and the version locations). Not every file there: a log, an
+    editor's swap file or `.DS_Store` beside them changes nothing."""
+    script = directories[0]
+    found = [script / name for name in ("env.py", "script.py.mako") if (script / name).is_file()]
+    for i, directory in enumerate(directories):
+        versions = directory / "versions" if i == 0 and (directory / "versions").is_dir() else directory
+        found += [p for p in versions.rglob("*.py") if "__pycache__" not in p.parts and p.is_file()]
+    return [p.resolve() for p in found]
 
 
 def _resolve_revision(graph: RevisionGraph, wanted: str, where: str) -> str:
@@ -264,170 +249,3 @@ def _existing(path: Path, where: str, key: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {path} ({where})", hint="paths are relative to the config file")
     return path.resolve()
-
-
-def _files_under(directory: Path) -> list[Path]:
-    return [
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
-    ]
-
-
-def _expand_input(base: Path, entry: str, where: str) -> list[Path]:
-    pattern = os.path.expanduser(entry)
-    full = Path(pattern) if os.path.isabs(pattern) else base / pattern
-    if glob.has_magic(pattern):
-        escaped = pattern if os.path.isabs(pattern) else os.path.join(glob.escape(str(base)), pattern)
-        found = [Path(p).resolve() for p in glob.glob(escaped, recursive=True) if Path(p).is_file()]
-        if not found:
-            raise ConfigError(f"no files match the migrations input {entry!r} ({where})")
-        return found
-    if full.is_dir():
-        return [p.resolve() for p in _files_under(full)]
-    if full.is_file():
-        return [full.resolve()]
-    raise ConfigError(f"migrations input not found: {full} ({where})", hint="paths are relative to the config file")
-
-
-def _executable(program: str, cwd: Path, where: str) -> str:
-    """Resolve argv[0] now, so a missing tool is a config error before anything is touched."""
-    if os.sep in program:
-        path = Path(program) if os.path.isabs(program) else cwd / program
-        if not os.access(path, os.X_OK):
-            raise ConfigError(f"migrations command {program} is not an executable file ({where})")
-        return str(path)
-    # Also next to this Python: a venv's tools are there even when the venv is not activated.
-    search = os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)])
-    found = shutil.which(program, path=search)
-    if found is None:
-        raise ConfigError(
-            f"migrations command {program!r} was not found on PATH ({where})",
-            hint="install it, or set `migrations.command` to how the app runs its migrations "
-            "(e.g. `uv run alembic -c alembic.ini upgrade {revision}`)",
-        )
-    return found
-
-
-def _digest(files: Sequence[Path], argv: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    h.update("\x00".join(argv).encode())
-    for path in files:
-        h.update(b"\x00" + str(path).encode() + b"\x00")
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def split_command(value: str | Sequence[str]) -> tuple[str, ...]:
-    """A command from the config: a string (split like a shell would, without running one) or a list."""
-    return tuple(shlex.split(value) if isinstance(value, str) else value)
-
-
-# ---------------------------------------------------------------- running them
-
-
-@dataclass(frozen=True)
-class MigrationRun:
-    seconds: float
-    output: str
-
-
-def run(
-    plan: MigrationPlan, endpoint: Endpoint, database: str, label: str, revision: str | None = None
-) -> MigrationRun:
-    """Run the migrations command against `database` (a private copy), with its URL in the environment.
-
-    The password reaches the command only through its environment (never argv), and is masked
-    in any output shown. The command runs in its own process group, which the time limit,
-    Ctrl-C, and the death of this process (Linux) all end.
-    """
-    env = dict(os.environ)
-    env.update(endpoint.libpq_env(database))
-    env[plan.url_env] = endpoint.dsn(database, show_password=True)
-    # A killed run's migration sessions are found and ended by the next run, like its psql's.
-    env["PGAPPNAME"] = BUILD_APP
-    argv = plan.command(revision)
-    started = time.monotonic()
-    launch = argv
-    if sys.platform.startswith("linux"):
-        launch = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
-    try:
-        proc = subprocess.Popen(
-            launch,
-            cwd=plan.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise MigrationFailed(
-            f"{label}: cannot start the migrations command {argv[0]}: {exc.strerror}",
-            hint="check `migrations.command` and `migrations.cwd`",
-        ) from exc
-    # The command is running against the copy: a kill here must leave the old database.
-    checkpoint("migration-started")
-    tail = Tail(KEEP_OUTPUT_BYTES)
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    reader = threading.Thread(target=lambda: _read_into(stdout, tail), daemon=True)
-    reader.start()
-    try:
-        try:
-            code = proc.wait(timeout=plan.timeout)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            reader.join(timeout=5)
-            raise MigrationFailed(
-                f"{label}: the migrations command was still running after {plan.timeout:g} s and was stopped",
-                hint="a migration waiting on a lock or on input hangs; raise `migrations.timeout` if it is just slow",
-                detail=_shown(tail.text(), endpoint.password),
-            ) from None
-    except BaseException:
-        _stop(proc)
-        raise
-    reader.join(timeout=5)
-    output = _shown(tail.text(), endpoint.password)
-    if code != 0:
-        raise MigrationFailed(
-            f"{label}: the migrations command exited with code {code}: {shlex.join(_masked(argv, endpoint.password))}",
-            hint=f"fix the migration and run again; {label} was not changed",
-            detail=output,
-        )
-    return MigrationRun(time.monotonic() - started, output)
-
-
-def _read_into(stream: IO[bytes], tail: Tail) -> None:
-    while data := stream.read(65536):
-        tail.add(data)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the command's whole process group: SIGTERM, then SIGKILL after a grace period."""
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _masked(parts: Sequence[str], password: str) -> list[str]:
-    return [part.replace(password, "***") if password else part for part in parts]
-
-
-def _shown(output: str, password: str) -> str:
-    """The last lines of the command's output, with the password masked."""
-    if password:
-        output = output.replace(password, "***")
-    lines = output.rstrip().splitlines()
-    kept = lines[-SHOWN_OUTPUT_LINES:]
-    head = "output of the migrations command" + (f" (last {len(kept)} lines)" if len(lines) > len(kept) else "")
-    return head + ":\n" + "\n".join("  " + line for line in kept) if kept else "(the command printed nothing)"

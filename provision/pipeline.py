@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from . import dbops
 from .alembic_stamp import stamp_alembic
 from .checkpoints import checkpoint
-from .config import Config, DatabaseConfig, resolve_sql_files
+from .config import Config, DatabaseConfig, SeedConfig, resolve_sql_files
 from .dbops import Connection
 from .endpoint import Endpoint
 from .errors import ConfigError, ProvisionError, VerifyFailed
@@ -38,6 +39,7 @@ from .sqlstream import (
 )
 
 if TYPE_CHECKING:
+    from .appcommand import CommandPlan
     from .migrations import MigrationPlan
 
 # Private copies that exist only while a run holds the lock: whatever is left of them is a dead run's.
@@ -63,6 +65,16 @@ class BuildPlan:
     files: tuple[SourceFile, ...]
     variables: tuple[tuple[str, str], ...]
     migrations: MigrationPlan | None = None
+    seed_files: tuple[SourceFile, ...] = ()  # run by psql after the migrations
+    seed: CommandPlan | None = None  # run after the seed files
+    # Every database the config manages: none of them accepts new connections while an app's
+    # command (migrations, seed) runs against the copy (seal.py).
+    live: tuple[str, ...] = ()
+
+    @property
+    def runs_commands(self) -> bool:
+        """Whether the build runs the app's own commands, which can be slow and are worth not repeating."""
+        return self.migrations is not None or self.seed is not None
 
     @property
     def name(self) -> str:
@@ -92,7 +104,14 @@ class BuildPlan:
             *(f.sha256 for f in self.files),
         ]
         if self.migrations is not None:
-            parts += ["migrations", self.migrations.digest, self.migrations.revision or "", self.migrations.url_env]
+            parts += [
+                "migrations",
+                self.migrations.digest,
+                self.migrations.revision or "",
+                self.migrations.runner.url_env,
+            ]
+        if self.seed_files or self.seed is not None:
+            parts += ["seed", *(f.sha256 for f in self.seed_files), self.seed.digest if self.seed else ""]
         h.update("\x00".join(parts).encode())
         return h.hexdigest()
 
@@ -101,26 +120,12 @@ def plan_database(cfg: Config, db: DatabaseConfig, hash_files: bool = True) -> B
     """Resolve and check a database's sources and migrations. With hash_files=False the files' sha256
     are left empty, to be filled in while they stream (see with_digests): a build that skips the
     cache then reads a large file once, not twice."""
-    files = []
-    for path in resolve_sql_files(cfg, db):
-        digest = hashlib.sha256()
-        if hash_files:
-            with path.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-        try:
-            display = str(path.relative_to(cfg.base_dir))
-        except ValueError:
-            display = path.name if "site-packages" in str(path) or "/sql/" in str(path) else str(path)
-        with path.open("rb") as fh:
-            kind = source_kind(fh.read(8))
-        files.append(SourceFile(path, display, digest.hexdigest() if hash_files else "", path.stat().st_size, kind))
+    files = [_source_file(cfg, path, hash_files) for path in resolve_sql_files(cfg, db)]
     variables = tuple(db.variables)
     if db.demo:
         variables += (("scale", str(cfg.demo_scale)),)
     migrations = None
     if db.migrations is not None:
-        # Imported only here: a database without migrations (the warm path) does not pay for it.
         from .migrations import plan_migrations
 
         migrations = plan_migrations(cfg, db.name, db.migrations)
@@ -131,7 +136,53 @@ def plan_database(cfg: Config, db: DatabaseConfig, hash_files: bool = True) -> B
                 f"continue from it ({cfg.source})",
                 hint="set alembic_revision to the revision the SQL sources correspond to",
             )
-    return BuildPlan(db, tuple(files), variables, migrations)
+    seed_files = tuple(_source_file(cfg, path, True) for path in resolve_sql_files(cfg, db, seed=True))
+    seed = _plan_seed(cfg, db.name, db.seed) if db.seed is not None and db.seed.command else None
+    live = tuple(d.name for d in cfg.databases)
+    return BuildPlan(db, tuple(files), variables, migrations, seed_files, seed, live)
+
+
+def _source_file(cfg: Config, path: Path, hash_files: bool) -> SourceFile:
+    digest = hashlib.sha256()
+    if hash_files:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    try:
+        display = str(path.relative_to(cfg.base_dir))
+    except ValueError:
+        display = path.name if "site-packages" in str(path) or "/sql/" in str(path) else str(path)
+    with path.open("rb") as fh:
+        kind = source_kind(fh.read(8))
+    return SourceFile(path, display, digest.hexdigest() if hash_files else "", path.stat().st_size, kind)
+
+
+def _plan_seed(cfg: Config, database: str, spec: SeedConfig) -> CommandPlan:
+    """The seed command, and the files whose change means a rebuild: `inputs:`, else the files its arguments name."""
+    from .appcommand import expand_input, plan_command
+
+    where = f"databases.{database}.seed in {cfg.source}"
+    cwd = cfg.base_dir / os.path.expanduser(spec.cwd) if spec.cwd else cfg.base_dir
+    inputs: list[Path] = []
+    for entry in spec.inputs:
+        inputs += expand_input(cfg.base_dir, entry, where, "seed")
+    if not spec.inputs:
+        inputs = [(cwd / arg).resolve() for arg in spec.command[1:] if (cwd / arg).is_file()]
+        if not inputs:
+            raise ConfigError(
+                f"{where}: nothing says when the seed changes: none of the command's arguments is a file",
+                hint="list the seed script (and what it reads) under `seed.inputs:`, so editing it rebuilds",
+            )
+    return plan_command(
+        "seed",
+        spec.command,
+        cwd=cwd,
+        url_env=spec.url_env,
+        env=spec.env,
+        timeout=spec.timeout,
+        inputs=inputs,
+        where=where,
+    )
 
 
 @dataclass
@@ -253,11 +304,13 @@ def build_into(
     on_event: EventFn = ignore,
     source_map: SourceMap | None = None,
     migrate_to: str | None = None,
+    seed: bool = True,
 ) -> int:
-    """Create `name` and build it from the plan: SQL sources, Alembic stamp, migrations, verification.
+    """Create `name` and build it from the plan: SQL sources, Alembic stamp, migrations, seed, verification.
 
     Returns the number of tables; `source_map`, if given, gets the files' sha256 (hashed as they stream).
-    `migrate_to` runs the migrations to that revision instead of the plan's (`provision check`).
+    `migrate_to` runs the migrations to that revision instead of the plan's, and `seed=False` leaves
+    the seed out (`provision check` compares schemas).
     On any failure, Ctrl-C included, `name` is dropped again and the error is raised.
     """
     with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
@@ -278,15 +331,30 @@ def build_into(
                 stamp_alembic(conn, plan.database.alembic_revision)
             checkpoint("stamped")
         if plan.migrations is not None:
-            from .migrations import run
-
             target = migrate_to or plan.revision
             with _timed(on_event, f"run the migrations{' to ' + target if target else ''}", plan.name):
-                run(plan.migrations, server.endpoint, name, plan.name, revision=migrate_to)
+                plan.migrations.run(server.endpoint, name, plan.name, revision=migrate_to, live=plan.live)
             checkpoint("migrated")
+        if seed and (plan.seed_files or plan.seed is not None):
+            _seed(server, plan, name, on_event)
+            checkpoint("seeded")
         with dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn:
             verify(conn, plan, migrate_to or plan.revision)
             return dbops.table_count(conn)
+
+
+def _seed(server: Server, plan: BuildPlan, name: str, on_event: EventFn) -> None:
+    """The seed step: its SQL files through psql, then its command, all against the copy `name`."""
+    if plan.seed_files:
+        seeding = replace(plan, files=plan.seed_files)
+        digests = SourceMap()
+        for segment in _segments(plan.seed_files):
+            _load(server, seeding, name, segment, digests, on_event, what="seed")
+    if plan.seed is not None:
+        from . import appcommand
+
+        with _timed(on_event, "run the seed command", plan.name):
+            appcommand.run(plan.seed, plan.seed.argv, server.endpoint, name, plan.name, plan.live)
 
 
 # A long load reports its progress this often: often enough for a live display, cheap enough not to show.
@@ -322,7 +390,13 @@ def _segments(files: Sequence[SourceFile]) -> list[list[SourceFile]]:
 
 
 def _load(
-    server: Server, plan: BuildPlan, name: str, segment: Sequence[SourceFile], digests: SourceMap, on_event: EventFn
+    server: Server,
+    plan: BuildPlan,
+    name: str,
+    segment: Sequence[SourceFile],
+    digests: SourceMap,
+    on_event: EventFn,
+    what: str = "SQL",
 ) -> None:
     """Load one segment of the sources into `name`; the caller's map collects every file's sha256."""
     single = plan.database.single_transaction
@@ -336,7 +410,7 @@ def _load(
     # Line numbers count from this psql's input: a map of its own, its digests passed on.
     lines = SourceMap()
     chunks = stream_files([f.path for f in segment], lines, on_bytes=_progress(plan.name, segment, on_event))
-    with _timed(on_event, f"load {len(segment)} SQL file(s)", plan.name):
+    with _timed(on_event, f"load {len(segment)} {what} file(s)", plan.name):
         output = server.runner.run(name, psql_args(plan.variables, single), chunks)
     digests.digests.update(lines.digests)
     if output.exit_code != 0:
@@ -345,19 +419,31 @@ def _load(
 
 def verify(conn: Connection, plan: BuildPlan, revision: str | None) -> None:
     """The expected tables exist, and alembic_version holds exactly `revision` (when there is one)."""
+    untouched = (
+        "the migrations command succeeded but did not migrate the private copy: if it takes its "
+        "database from its own settings (a .env file, POSTGRES_DB), it ran against another database. Map those "
+        "settings onto the copy under `migrations.env:` (e.g. POSTGRES_DB: '{database}')"
+        if plan.migrations is not None
+        else ""
+    )
+    versions = dbops.alembic_versions(conn) if revision else None
     missing = dbops.missing_tables(conn, plan.database.tables)
     if missing:
         raise VerifyFailed(
             f"{plan.name}: the build ran, but these expected tables are missing: {', '.join(missing)}",
-            hint="check the SQL sources and migrations, or the `tables:` list for this database",
+            hint="check the SQL sources and migrations, or the `tables:` list for this database"
+            + ("; " + untouched if untouched and revision and not versions else ""),
         )
-    if revision:
-        versions = dbops.alembic_versions(conn)
-        if versions != [revision]:
-            raise VerifyFailed(
-                f"{plan.name}: alembic_version holds {versions}, expected exactly [{revision!r}]",
-                hint="the migrations did not end at the expected revision; check `migrations.command`",
-            )
+    stamp = plan.database.alembic_revision
+    if revision and versions != [revision]:
+        # Left as the stamp made it (or empty): the migrations never reached this copy.
+        unmigrated = not versions or versions == [stamp]
+        raise VerifyFailed(
+            f"{plan.name}: alembic_version holds {versions}, expected exactly [{revision!r}]",
+            hint=untouched
+            if untouched and unmigrated
+            else "the migrations did not end at the expected revision; check `migrations.command`",
+        )
 
 
 def cleanup_leftovers(
@@ -468,7 +554,10 @@ def fresh_databases(
             try:
                 if cancelled.is_set():
                     raise KeyboardInterrupt
-                prepared.append(_build(server, plan, on_event, use_cache and template_now))
+                # A build that ran the app's commands is cloned into the cache before the swap, so
+                # a `fresh` right after this one takes it instead of running them again.
+                now_too = template_now or plan.runs_commands
+                prepared.append(_build(server, plan, on_event, use_cache and now_too))
             except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
                 errors.append(exc)
 

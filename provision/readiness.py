@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,25 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.03
 # How long a cleanly stopped container may stay stopped while we wait (a `docker restart`).
 RESTART_GRACE_SECONDS = 3.0
+# What the server logs when its data directory belongs to another major version.
+_OTHER_MAJOR = re.compile(r"initialized by PostgreSQL version (\d+), which is not compatible with this version (\d+)")
+
+
+def other_major(log: str, volume: str | None, image: str) -> tuple[str, str] | None:
+    """(message, hint) when the log says the data volume was made by another major version; else None."""
+    found = _OTHER_MAJOR.search(log)
+    if found is None:
+        return None
+    was, now = found.groups()
+    where = f"the data volume {volume}" if volume else "the data directory"
+    return (
+        f"{where} was initialised by PostgreSQL {was}, but the image {image} runs PostgreSQL {now}, "
+        "which cannot open it",
+        f"three ways out: (1) keep using PostgreSQL {was}: set `image:` (or PROVISION_IMAGE) to a PostgreSQL {was} "
+        f"image, e.g. postgres:{was}; (2) move the data to {now}: start it with that image, `provision snapshot "
+        f"export` (or pg_dumpall) what you need, then switch the image, recreate and restore; (3) start empty: "
+        f"`provision down --volumes` DESTROYS {where} and its data, then `provision up` initialises it for {now}",
+    )
 
 
 @dataclass(frozen=True)
@@ -84,8 +104,12 @@ class ContainerProbe:
         find: Callable[[], ContainerInfo | None],
         log_tail: Callable[[], str],
         endpoint_at: Callable[[int], Endpoint],
+        volume: str | None = None,
+        image: str = "",
     ) -> None:
         self.name = name
+        self.volume = volume
+        self.image = image
         self.find = find
         self.log_tail = log_tail
         self.endpoint_at = endpoint_at
@@ -116,12 +140,20 @@ class ContainerProbe:
                 else "is restarting in a loop"
             )
             stopped = info.status == "exited" and info.exit_code == 0
+            log = self.log_tail()
+            mismatch = other_major(log, self.volume, self.image)
+            if mismatch is not None:
+                raise NotReady(
+                    f"container {name} {what}: {mismatch[0]}",
+                    hint=mismatch[1],
+                    detail="last lines of the container log:\n" + log,
+                )
             raise NotReady(
                 f"container {name} {what} before the server was ready",
                 hint="it was stopped; `provision up` starts it"
                 if stopped
                 else "the log below says why; a bad server_settings value or a broken init script are common causes",
-                detail="last lines of the container log:\n" + self.log_tail(),
+                detail="last lines of the container log:\n" + log,
             )
         self.port = info.host_port
 

@@ -95,7 +95,14 @@ class DockerTarget(Target):
                 raise ContainerError(f"container {name} does not exist", hint="run `provision up` first")
             # A stopped container is judged by the probe below, which allows for a restart in progress.
             action = "reused"
-        probe = ContainerProbe(name, lambda: engine.find(name), lambda: engine.log_tail(name), self.endpoint_at)
+        probe = ContainerProbe(
+            name,
+            lambda: engine.find(name),
+            lambda: engine.log_tail(name),
+            self.endpoint_at,
+            volume=self.cfg.volume,
+            image=self.cfg.image,
+        )
         ready = wait_until_ready(probe.endpoint, timeout, check=probe.check, log_tail=probe.log_tail)
         ep = ready.endpoint
         on_event(Event("step", f"server ready on {ep.host}:{ep.port}", None, ready.seconds))
@@ -200,6 +207,7 @@ class DockerTarget(Target):
         from .. import dbops
         from ..docker_engine import check_port_free, engine_origin, find_drift, well_known_sockets
         from ..doctor import Check, guarded
+        from ..readiness import other_major
 
         cfg = self.cfg
         how, address = engine_origin(os.environ)
@@ -264,15 +272,17 @@ class DockerTarget(Target):
         else:
             drift = find_drift(info, cfg)
             status: Status = "fail" if drift or not info.running else "ok"
+            mismatch = None if info.running else other_major(engine.log_tail(cfg.container), cfg.volume, cfg.image)
             checks.append(
                 Check(
                     "container",
                     status,
                     f"{cfg.container} is {info.status}"
-                    + (f"; differs from the config: {'; '.join(drift)}" if drift else ""),
+                    + (f"; differs from the config: {'; '.join(drift)}" if drift else "")
+                    + (f"; {mismatch[0]}" if mismatch else ""),
                     "provision up --recreate (the volume is kept)"
                     if drift
-                    else (None if info.running else "provision up"),
+                    else (mismatch[1] if mismatch else None if info.running else "provision up"),
                 )
             )
         ours = info is not None and info.host_port == cfg.port

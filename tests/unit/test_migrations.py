@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from provision.appcommand import CommandFailed
 from provision.config import Config, load_config
 from provision.endpoint import Endpoint
 from provision.errors import ConfigError
-from provision.migrations import MigrationFailed, plan_migrations, read_revisions, run
+from provision.migrations import MigrationPlan, plan_migrations, read_revisions
 from provision.pipeline import plan_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def test_head_is_resolved_and_two_heads_are_refused(tmp_path: Path, write_yaml: 
     cfg = config(write_yaml, "{alembic: alembic.ini}")
     plan = plan_migrations(cfg, "app", cfg.databases[0].migrations)  # type: ignore[arg-type]
     assert plan.revision == "b"
-    assert plan.command() == [plan.argv[0], "-c", str((tmp_path / "alembic.ini").resolve()), "upgrade", "b"]
+    assert plan.command() == [plan.runner.argv[0], "-c", str((tmp_path / "alembic.ini").resolve()), "upgrade", "b"]
     assert plan.command("a")[-1] == "a" and plan.takes_revision
     write_revision(tmp_path / "migrations" / "versions", "c", "a")
     with pytest.raises(ConfigError, match="2 heads") as info:
@@ -171,7 +172,7 @@ def tool(tmp_path: Path, body: str) -> Path:
     return script
 
 
-def migration_plan(tmp_path: Path, write_yaml: Callable[..., Path], script: Path, timeout: float = 30) -> object:
+def migration_plan(tmp_path: Path, write_yaml: Callable[..., Path], script: Path, timeout: float = 30) -> MigrationPlan:
     (tmp_path / "m").mkdir(exist_ok=True)
     (tmp_path / "m" / "1.sql").write_text("select 1;\n")
     cfg = config(write_yaml, f"{{command: [{script}], inputs: [m], timeout: {timeout}, url_env: APP_DB}}")
@@ -193,7 +194,7 @@ def test_the_command_gets_the_copy_in_its_environment_never_in_argv(
         '[ "$PGPASSWORD" = "Sup3r-Secret-a1" ] && echo password-in-env\n',
     )
     plan = migration_plan(tmp_path, write_yaml, script)
-    result = run(plan, ENDPOINT, "app__stage_1", "app")  # type: ignore[arg-type]
+    result = plan.run(ENDPOINT, "app__stage_1", "app")
     assert "db=app__stage_1 host=127.0.0.1 port=6543 user=chatbi app=provision build" in result.output
     assert "url=postgresql://chatbi:***@127.0.0.1:6543/app__stage_1" in result.output
     assert "password-in-env" in result.output
@@ -206,8 +207,8 @@ def test_a_failing_command_is_exit_7_with_its_output(tmp_path: Path, write_yaml:
         tmp_path, "echo 'Running upgrade 0001 -> 0002, add pinned'\necho 'ERROR: boom at $APP_DB' >&2\nexit 3\n"
     )
     plan = migration_plan(tmp_path, write_yaml, script)
-    with pytest.raises(MigrationFailed) as info:
-        run(plan, ENDPOINT, "app__stage_1", "app")  # type: ignore[arg-type]
+    with pytest.raises(CommandFailed) as info:
+        plan.run(ENDPOINT, "app__stage_1", "app")
     assert info.value.exit_code == 7
     assert "exited with code 3" in str(info.value)
     assert info.value.detail is not None and "Running upgrade 0001 -> 0002" in info.value.detail
@@ -219,8 +220,8 @@ def test_a_hanging_command_is_stopped_by_the_time_limit(tmp_path: Path, write_ya
     script = tool(tmp_path, "echo started\nsleep 60 &\nwait\n")
     plan = migration_plan(tmp_path, write_yaml, script, timeout=1)
     started = time.monotonic()
-    with pytest.raises(MigrationFailed, match="still running after 1 s and was stopped") as info:
-        run(plan, ENDPOINT, "app__stage_1", "app")  # type: ignore[arg-type]
+    with pytest.raises(CommandFailed, match="still running after 1 s and was stopped") as info:
+        plan.run(ENDPOINT, "app__stage_1", "app")
     assert time.monotonic() - started < 10
     assert info.value.detail is not None and "started" in info.value.detail
 
@@ -241,10 +242,10 @@ def test_the_command_dies_with_provision(tmp_path: Path) -> None:
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from provision.migrations import MigrationPlan, run
+from provision.appcommand import CommandPlan, run
 from provision.endpoint import Endpoint
-plan = MigrationPlan(({str(script)!r},), Path({str(tmp_path)!r}), "DATABASE_URL", 60.0, (), "", None, None)
-run(plan, Endpoint("127.0.0.1", 1, "u", "p"), "db", "db")
+plan = CommandPlan("migrations", ({str(script)!r},), Path({str(tmp_path)!r}), "DATABASE_URL", (), 60.0, (), "")
+run(plan, plan.argv, Endpoint("127.0.0.1", 1, "u", "p"), "db", "db", ())
 """,
         ]
     )
@@ -264,3 +265,199 @@ run(plan, Endpoint("127.0.0.1", 1, "u", "p"), "db", "db")
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the migration command outlived provision")
+
+
+# ---------------------------------------------------------------- what counts as a migration input
+
+
+@pytest.mark.parametrize("stray", ["alembic.log", ".env.py.swp", ".DS_Store", "versions/notes.txt", "README"])
+def test_a_stray_file_beside_the_migrations_is_not_an_input(
+    tmp_path: Path, write_yaml: Callable[..., Path], stray: str
+) -> None:
+    alembic_project(tmp_path, [("a", None)])
+    cfg = config(write_yaml, "{alembic: alembic.ini}")
+    spec = cfg.databases[0].migrations
+    assert spec is not None
+    first = plan_migrations(cfg, "app", spec).digest
+    (tmp_path / "migrations" / stray).write_text("noise\n")
+    assert plan_migrations(cfg, "app", spec).digest == first
+
+
+@pytest.mark.parametrize("edited", ["env.py", "script.py.mako", "versions/a.py"])
+def test_an_edited_alembic_file_is_an_input(tmp_path: Path, write_yaml: Callable[..., Path], edited: str) -> None:
+    alembic_project(tmp_path, [("a", None)])
+    (tmp_path / "migrations" / "script.py.mako").write_text("${up}\n")
+    cfg = config(write_yaml, "{alembic: alembic.ini}")
+    spec = cfg.databases[0].migrations
+    assert spec is not None
+    first = plan_migrations(cfg, "app", spec).digest
+    path = tmp_path / "migrations" / edited
+    path.write_text(path.read_text() + "# edited\n")
+    assert plan_migrations(cfg, "app", spec).digest != first
+
+
+def test_version_locations_are_inputs(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    alembic_project(tmp_path, [("a", None)])
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\nversion_locations = %(here)s/more\n"
+    )
+    write_revision(tmp_path / "more", "b", "a")
+    cfg = config(write_yaml, "{alembic: alembic.ini}")
+    spec = cfg.databases[0].migrations
+    assert spec is not None
+    plan = plan_migrations(cfg, "app", spec)
+    assert (tmp_path / "more" / "b.py").resolve() in plan.runner.inputs
+    assert plan.revision == "b"
+
+
+# ---------------------------------------------------------------- env: and the command's environment
+
+
+def test_env_maps_the_apps_own_settings_onto_the_copy(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    script = tool(
+        tmp_path,
+        'printf "%s\\n" "$0" "$@" > argv.txt\n'
+        'echo "server=$POSTGRES_SERVER port=$POSTGRES_PORT user=$POSTGRES_USER db=$POSTGRES_DB name=$PROJECT_NAME"\n'
+        'echo "url=$APP_URL braces=$BRACES"\n'
+        '[ "$POSTGRES_PASSWORD" = "Sup3r-Secret-a1" ] && echo password-in-env\n',
+    )
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "1.sql").write_text("select 1;\n")
+    cfg = config(
+        write_yaml,
+        f"{{command: [{script}], inputs: [m], env: {{POSTGRES_SERVER: '{{host}}', POSTGRES_PORT: '{{port}}', "
+        "POSTGRES_USER: '{user}', POSTGRES_PASSWORD: '{password}', POSTGRES_DB: '{database}', "
+        "PROJECT_NAME: chatbi, APP_URL: '{url}', BRACES: '{{literal}}'}}",
+    )
+    spec = cfg.databases[0].migrations
+    assert spec is not None
+    result = plan_migrations(cfg, "app", spec).run(ENDPOINT, "app__stage_1", "app")
+    assert "server=127.0.0.1 port=6543 user=chatbi db=app__stage_1 name=chatbi" in result.output
+    assert "url=postgresql://chatbi:***@127.0.0.1:6543/app__stage_1" in result.output
+    assert "braces={literal}" in result.output
+    assert "password-in-env" in result.output
+    assert "Sup3r-Secret-a1" not in result.output
+    assert "Sup3r-Secret-a1" not in (tmp_path / "argv.txt").read_text()
+
+
+def test_env_changes_the_content_hash(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    alembic_project(tmp_path, [("a", None)])
+    one = config(write_yaml, "{alembic: alembic.ini, env: {POSTGRES_DB: '{database}'}}")
+    two = config(write_yaml, "{alembic: alembic.ini, env: {APP_DB: '{database}'}}")
+    assert plan_database(one, one.databases[0]).content_hash(170000) != plan_database(
+        two, two.databases[0]
+    ).content_hash(170000)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ("{POSTGRES_DB: '{db}'}", "unknown placeholder {db}"),
+        ("{'A B': x}", "not an environment variable name"),
+        ("[A]", "must be a mapping"),
+        ("{A: [1]}", "must be a string or a number"),
+    ],
+)
+def test_bad_env_is_a_config_error(tmp_path: Path, write_yaml: Callable[..., Path], env: str, message: str) -> None:
+    alembic_project(tmp_path, [("a", None)])
+    with pytest.raises(ConfigError, match=message):
+        config(write_yaml, f"{{alembic: alembic.ini, env: {env}}}")
+
+
+def test_a_missing_variable_says_when_it_is_expanded(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    alembic_project(tmp_path, [("a", None)])
+    path = write_yaml(
+        "databases:\n  app:\n    migrations:\n      alembic: alembic.ini\n"
+        "      command: sh -c 'POSTGRES_DB=${PGDATABASE} alembic upgrade head'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    hint = info.value.hint
+    assert "when it reads this file" in hint and "`env:`" in hint and "{database}" in hint
+    assert "$${PGDATABASE}" in hint
+    # ... and $$ does what the hint says: the command's own shell gets ${PGDATABASE}.
+    path.write_text(path.read_text().replace("${PGDATABASE}", "$${PGDATABASE}"))
+    spec = load_config(path, env={}).databases[0].migrations
+    assert spec is not None and "POSTGRES_DB=${PGDATABASE} alembic upgrade head" in spec.command
+
+
+def test_an_import_error_points_at_the_interpreter(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    script = tool(
+        tmp_path,
+        "echo 'Traceback (most recent call last):' >&2\n"
+        "echo \"ModuleNotFoundError: No module named 'app'\" >&2\nexit 1\n",
+    )
+    plan = migration_plan(tmp_path, write_yaml, script)
+    with pytest.raises(CommandFailed) as info:
+        plan.run(ENDPOINT, "app__stage_1", "app")
+    assert "No module named 'app'" in info.value.hint
+    assert "uv run" in info.value.hint and "PYTHONPATH" in info.value.hint
+    assert "fix the migration" not in info.value.hint
+
+
+def test_a_command_that_reached_another_database_says_so(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    from provision.appcommand import MisdirectedCommand
+
+    script = tool(
+        tmp_path,
+        "echo 'sqlalchemy.exc.OperationalError: (psycopg2.OperationalError) connection to server at "
+        '"127.0.0.1", port 6543 failed: FATAL:  database "app" is not currently accepting connections\' >&2\n'
+        "exit 1\n",
+    )
+    plan = migration_plan(tmp_path, write_yaml, script)
+    with pytest.raises(MisdirectedCommand) as info:
+        plan.run(ENDPOINT, "app__stage_1", "app")
+    error = info.value
+    assert error.exit_code == 7
+    assert "tried to connect to database 'app' instead of the private copy 'app__stage_1'" in str(error)
+    assert "$APP_DB" in str(error) and "was not changed" in str(error)
+    assert "env:" in error.hint and "POSTGRES_DB: '{database}'" in error.hint
+
+
+def test_a_failure_naming_the_copy_itself_is_not_misdirected(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    script = tool(tmp_path, "echo 'FATAL:  database \"app__stage_1\" does not exist' >&2\nexit 1\n")
+    plan = migration_plan(tmp_path, write_yaml, script)
+    with pytest.raises(CommandFailed) as info:
+        plan.run(ENDPOINT, "app__stage_1", "app")
+    assert "tried to connect" not in str(info.value)
+
+
+# ---------------------------------------------------------------- seed
+
+
+def test_seed_is_planned_and_hashed(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
+    (tmp_path / "boot.sql").write_text("create table t (id int);\n")
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "1_rows.sql").write_text("insert into t values (1);\n")
+    (tmp_path / "initial_data.py").write_text("print('seed')\n")
+    path = write_yaml(
+        "databases:\n  app:\n    sql: boot.sql\n    seed:\n      sql: seeds/\n"
+        f"      command: [{sys.executable}, initial_data.py]\n"
+    )
+    cfg = load_config(path, env={})
+    plan = plan_database(cfg, cfg.databases[0])
+    assert [f.display for f in plan.seed_files] == ["seeds/1_rows.sql"]
+    assert plan.seed is not None and plan.seed.inputs == ((tmp_path / "initial_data.py").resolve(),)
+    first = plan.content_hash(170000)
+    (tmp_path / "initial_data.py").write_text("print('seed, edited')\n")
+    second = plan_database(cfg, cfg.databases[0]).content_hash(170000)
+    assert second != first
+    (tmp_path / "seeds" / "1_rows.sql").write_text("insert into t values (2);\n")
+    assert plan_database(cfg, cfg.databases[0]).content_hash(170000) not in (first, second)
+
+
+@pytest.mark.parametrize(
+    ("seed", "message"),
+    [
+        ("{}", "needs `sql:`"),
+        ("{command: 'true'}", "nothing says when the seed changes"),
+        ("{sql: nope.sql}", "SQL file not found: .*nope.sql .*databases.app.seed.sql"),
+        ("{colour: red}", "unknown key 'colour'"),
+        ("{command: 'true', inputs: [missing.py]}", "seed input not found"),
+    ],
+)
+def test_bad_seed_is_a_config_error(tmp_path: Path, write_yaml: Callable[..., Path], seed: str, message: str) -> None:
+    (tmp_path / "boot.sql").write_text("create table t (id int);\n")
+    with pytest.raises(ConfigError, match=message):
+        cfg = load_config(write_yaml(f"databases:\n  app:\n    sql: boot.sql\n    seed: {seed}\n"), env={})
+        plan_database(cfg, cfg.databases[0])
