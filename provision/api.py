@@ -667,6 +667,9 @@ def status(cfg: Config) -> StatusResult:
             if db.name not in rows:
                 databases.append(DatabaseStatus(db.name, False, current_hash=current_hash))
                 continue
+            if not rows[db.name].allow_connections:
+                databases.append(DatabaseStatus(db.name, True, current_hash=current_hash, accepting_connections=False))
+                continue
             record = read_provenance(rows[db.name].comment) or {}
             with dbops.connection(ep, db.name, application_name="provision status") as conn:
                 tables = dbops.table_count(conn)

@@ -10,8 +10,11 @@ NAMES = (
     "stage-created",
     "sql-loaded",
     "stamped",
+    "live-sealed",  # the live databases refuse connections; the app's command has not started
     "migration-started",
     "migrated",
+    "seed-started",
+    "seeded",
     "template-frozen",
     "before-swap",
     "swapped",

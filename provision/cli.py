@@ -197,6 +197,12 @@ def status(obj: Context, as_json: bool) -> None:
         if not db.exists:
             click.echo(f"{db.name:<14} missing (run `provision fresh`)")
             continue
+        if not db.accepting_connections:
+            click.echo(
+                f"{db.name:<14} closed to new connections: a build is running the app's commands, or one was "
+                "killed (the next `provision fresh` reopens it)"
+            )
+            continue
         alembic = ",".join(db.alembic_versions) if db.alembic_versions else "-"
         if db.revisions_behind:
             plural = "s" if db.revisions_behind != 1 else ""

@@ -63,6 +63,8 @@ class DatabaseStatus:
     alembic_head: str | None = None  # the revision the configured migrations reach
     revisions_behind: int | None = None  # migrations not yet applied to the database
     restored_from: str | None = None  # the snapshot it was last restored from
+    # False while an app's command runs against a copy, or after a run killed then (seal.py).
+    accepting_connections: bool = True
 
 
 @dataclass(frozen=True)

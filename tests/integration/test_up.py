@@ -239,3 +239,28 @@ def test_help_of_every_command_has_an_example(tmp_path: Path) -> None:
         result = run_cli(command, "--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "Example" in result.stdout, command
+
+
+def test_a_volume_of_another_major_version_names_the_ways_out(project: Project, docker_client: Any) -> None:
+    """The volume says it was initialised by PostgreSQL 15 (its PG_VERSION), the image runs 17."""
+    assert run_cli("-c", str(project.path), "up", cwd=project.dir).returncode == 0
+    docker_client.containers.get(project.name).stop(timeout=10)
+    volume = project.data["volume"]
+    docker_client.containers.run(
+        IMAGE,
+        ["sh", "-c", "echo 15 > /data/PG_VERSION"],
+        volumes={volume: {"bind": "/data", "mode": "rw"}},
+        user="postgres",
+        remove=True,
+    )
+    result = run_cli("-c", str(project.path), "up", cwd=project.dir)
+    assert result.returncode == 5, result.stderr
+    assert f"the data volume {volume} was initialised by PostgreSQL 15" in result.stderr
+    assert "runs PostgreSQL 17" in result.stderr
+    assert "image: postgres:15" not in result.stderr  # the hint names the key, not a wrong config line
+    for way in ("postgres:15", "snapshot export", "down --volumes` DESTROYS"):
+        assert way in result.stderr, way
+    doctor = run_cli("-c", str(project.path), "doctor", cwd=project.dir)
+    assert doctor.returncode == 12
+    assert "initialised by PostgreSQL 15" in doctor.stdout and "down --volumes` DESTROYS" in doctor.stdout
+    assert "fix: provision up\n" not in doctor.stdout
