@@ -94,7 +94,7 @@ def pool(server: Server) -> Iterator[Any]:
 
 def kept(pool: Any) -> int:
     """Copies the pool has handed out again: as they came back, or with their rows put back."""
-    return int(pool.reused + pool.restored)
+    return pool.tally().reused + pool.tally().reset
 
 
 def returned(server: Server, pool: Any, oid: int, before: int | None = None) -> str | None:
@@ -230,18 +230,18 @@ DATABASE_LEVEL = {
 def test_a_copy_left_unchanged_is_reused_under_a_new_name(server: Server, pool: Any, case: str) -> None:
     name_after = use(server, pool, READS[case])
     assert name_after is not None, f"{case}: an unchanged copy was dropped instead of reused"
-    assert pool.reused == 1
+    assert pool.tally().reused == 1
 
 
 @pytest.mark.parametrize("case", list(ROW_CHANGES))
 def test_changed_rows_are_put_back_and_the_copy_reused(server: Server, pool: Any, case: str) -> None:
     fresh = first_contents(server, pool)
-    reused = pool.reused
+    reused = pool.tally().reused
     name_after = use(server, pool, ROW_CHANGES[case])
     assert name_after is not None, f"{case}: the copy was dropped instead of put back"
-    assert pool.reused == reused, f"{case}: the change went unseen"
+    assert pool.tally().reused == reused, f"{case}: the change went unseen"
     conn = take(pool, name_after)
-    assert pool.restored == 1
+    assert pool.tally().reset == 1
     assert contents(conn) == fresh, f"{case}: the copy does not hold what a fresh one holds"
     # A test that only reads the put-back copy leaves it unchanged: it is reused, not put back again.
     oid = server.oid(name_after)
@@ -249,7 +249,7 @@ def test_changed_rows_are_put_back_and_the_copy_reused(server: Server, pool: Any
     contents(conn)
     pool.release(name_after, conn)
     assert returned(server, pool, oid, before) is not None
-    assert pool.restored == 1, f"{case}: reading the put-back copy changed it"
+    assert pool.tally().reset == 1, f"{case}: reading the put-back copy changed it"
 
 
 @pytest.mark.parametrize("case", list(WRITES))
@@ -263,7 +263,7 @@ def test_a_copy_changed_otherwise_is_dropped(
     monkeypatch.setattr(recycling, "reset", lambda *args: tried.append(args) or reset(*args))
     name_after = use(server, pool, WRITES[case])
     assert name_after is None, f"{case}: a changed copy was kept as {name_after}"
-    assert pool.reused == 0 and pool.restored == 0
+    assert pool.tally().reused == 0 and pool.tally().reset == 0
     assert tried == [], f"{case}: judged from the WAL alone, yet the pool connected to the copy to try a reset"
 
 
@@ -279,10 +279,10 @@ def test_a_copy_changed_from_outside_is_dropped(server: Server, pool: Any, case:
 
 def test_a_write_from_another_connection_is_seen(server: Server, pool: Any) -> None:
     fresh = first_contents(server, pool)
-    reused = pool.reused
+    reused = pool.tally().reused
     name_after = use(server, pool, ROW_CHANGES["insert"], via="other")
-    assert name_after is not None and pool.reused == reused
-    assert contents(take(pool, name_after)) == fresh and pool.restored == 1
+    assert name_after is not None and pool.tally().reused == reused
+    assert contents(take(pool, name_after)) == fresh and pool.tally().reset == 1
 
 
 def test_without_a_capture_changed_rows_get_the_copy_dropped(server: Server, pool: Any) -> None:
@@ -345,7 +345,7 @@ def test_a_template_with_an_unlogged_table_never_recycles(server: Server) -> Non
             cur.execute("INSERT INTO scratch VALUES (1)")
         pool.release(name, conn)
         assert returned(server, pool, oid) is None
-        assert pool.reused == 0
+        assert pool.tally().reused == 0
     finally:
         pool.close()
         lock.close()
