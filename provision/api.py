@@ -790,7 +790,7 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
         templates = {plan.name: ensure_template(server, plan, emit) for plan in plans}
         for name, tpl in templates.items():
             prune_templates(lock_conn, name, cfg.keep_templates, tpl, emit)
-        remove_dead_copies(lock_conn, [plan.name for plan in plans])
+        remove_dead_copies(lock_conn, [plan.name for plan in plans], server.endpoint)
         if cfg.tmpfs:
             # provision's own throwaway test server: pool copies a test left unchanged are reused.
             recycling.enable(lock_conn)

@@ -6,7 +6,9 @@ import contextlib
 import queue
 import secrets
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import psycopg2
 
@@ -16,10 +18,13 @@ from .endpoint import Endpoint
 from .errors import ProvisionError, ServerError
 
 _STOP = ""
-# Pool copies are cloned file by file: on the test server (data in memory, fsync off) that is
-# the cheapest way, about 10 ms against 15 ms with WAL_LOG for ChatBI's template (FIELD-NOTES).
+# Pool copies are cloned file by file. Recycling requires it (recycling.COPY_STRATEGY says why;
+# _clone() checks it), and on the test server (data in memory, fsync off) it is also the
+# cheapest way: about 10 ms against 15 ms with WAL_LOG for ChatBI's template.
 STRATEGY = "FILE_COPY"
 TEST_APP = "pytest"
+# Why a pool does not recycle when its session turned recycling off.
+SWITCHED_OFF = "provision_recycle = false"
 
 
 def new_session_token() -> int:
@@ -54,7 +59,22 @@ class SessionLock:
         self.conn.close()
 
 
-def remove_dead_copies(admin: Connection, databases: Sequence[str]) -> list[str]:
+def drop_copy(admin: Connection, endpoint: Endpoint, name: str) -> None:
+    """Drop a pool copy nobody owns any more. A test that ended with PREPARE TRANSACTION left a
+    transaction that holds the copy (DROP DATABASE refuses it) and outlives every session: it
+    is rolled back first, from inside the copy, the only place ROLLBACK PREPARED works."""
+    with dbops.server_errors(f"dropping database {name}"):
+        prepared = dbops.execute(admin, "SELECT gid FROM pg_prepared_xacts WHERE database = %s", [name])
+        if prepared:
+            with dbops.connection(endpoint, name, application_name="provision pool") as conn:
+                for (gid,) in prepared:
+                    # Gone meanwhile (its owner finished it) is as good as rolled back here.
+                    with contextlib.suppress(psycopg2.errors.UndefinedObject):
+                        dbops.execute(conn, "ROLLBACK PREPARED %s", [gid])
+    dbops.drop_database(admin, name)
+
+
+def remove_dead_copies(admin: Connection, databases: Sequence[str], endpoint: Endpoint) -> list[str]:
     """Drop pool copies whose session is gone (crashed runs). A live session's copies are left alone."""
     dropped = []
     rows = dbops.list_databases(admin)
@@ -68,11 +88,55 @@ def remove_dead_copies(admin: Connection, databases: Sequence[str]) -> list[str]
             if dbops.try_session_lock(admin, token):
                 # Nobody holds it: the owner is dead. Keep the lock while dropping, then let go.
                 try:
-                    dbops.drop_database(admin, name)
+                    drop_copy(admin, endpoint, name)
                     dropped.append(name)
                 finally:
                     dbops.release_session_lock(admin, token)
     return dropped
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What became of the copies tests gave back to one pool (or several, added up), and why
+    recycling did less than it could: `off` (it did not run at all), `no_reset` (changed copies
+    were dropped rather than put back)."""
+
+    reused: int = 0
+    reset: int = 0
+    dropped: int = 0
+    off: str | None = None
+    no_reset: str | None = None
+
+    @property
+    def copies(self) -> int:
+        return self.reused + self.reset + self.dropped
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.reused + other.reused,
+            self.reset + other.reset,
+            self.dropped + other.dropped,
+            self.off or other.off,
+            self.no_reset or other.no_reset,
+        )
+
+
+def summary(tallies: Mapping[str, Tally]) -> str:
+    """One line for the end of a test run: `tallies` by configured database."""
+    total = sum(tallies.values(), Tally())
+    line = f"provision: {total.copies} copies: {total.reused} reused, {total.reset} reset, {total.dropped} dropped"
+    notes = []
+    offs = {tally.off for tally in tallies.values()}
+    if len(offs) == 1 and None not in offs:
+        notes.append(f"recycling off: {next(iter(offs))}")
+    else:
+        notes += [f"recycling off for {db}: {tally.off}" for db, tally in sorted(tallies.items()) if tally.off]
+    notes += [
+        f"changed copies of {db} dropped, not reset: {tally.no_reset}"
+        for db, tally in sorted(tallies.items())
+        if tally.no_reset and not tally.off
+    ]
+    return line + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def alive(conn: Connection) -> bool:
@@ -94,14 +158,22 @@ class DatabasePool:
     open connection (a test then waits for neither the clone nor the login).
 
     acquire() takes a ready copy (milliseconds when the pool is warm); release() hands it back.
-    A used copy is never handed out again as it is. The server's WAL tells what the test
-    changed in it (recycling.py): nothing, and it is renamed and reused; only rows of the
-    template's tables and its sequences, and those are put back first; anything else (DDL, a
-    temporary table, ...), and it is dropped in the background and a new one cloned.
+    A used copy is never handed out again as it is. Unless `recycle` is False, the server's WAL
+    tells what the test changed in it (recycling.py): nothing, and it is renamed and reused;
+    only rows of the template's tables and its sequences, and those are put back first;
+    anything else (DDL, a temporary table, ...), and it is dropped in the background and a new
+    one cloned. tally() says what became of the copies given back.
     """
 
     def __init__(
-        self, endpoint: Endpoint, database: str, template: str, token: int, size: int = 4, fillers: int = 2
+        self,
+        endpoint: Endpoint,
+        database: str,
+        template: str,
+        token: int,
+        size: int = 4,
+        fillers: int = 2,
+        recycle: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.database = database
@@ -109,9 +181,13 @@ class DatabasePool:
         self.token = token
         self.size = size
         self._ready: queue.Queue[tuple[str, Connection | None]] = queue.Queue()
-        self._returned: queue.Queue[tuple[str, int | None]] = queue.Queue()
+        # Copies to drop or judge, with the test's server process, and whether a test used the
+        # copy and its fate is still to be counted.
+        self._returned: queue.Queue[tuple[str, int | None, bool]] = queue.Queue()
         self._serial = 0
         self._pending = 0
+        # Guards every field below that more than one thread touches (fillers, the drain, and
+        # the test's thread in acquire() and release()).
         self._lock = threading.Condition()
         self._stopped = False
         self._error: BaseException | None = None
@@ -122,23 +198,38 @@ class DatabasePool:
         self._threads.append(threading.Thread(target=self._drain, name=f"provision-pool-drop-{database}", daemon=True))
         self._outstanding: set[str] = set()
         self._admin: Connection | None = None
-        # Recycling needs pg_walinspect (decided in start()) and a template without unlogged
-        # relations (decided on the first copy: None until then).
-        self._wal_readable = False
-        self._template_logged: bool | None = None
+        # Why recycling does not run for this pool (None: it does): switched off, no
+        # pg_walinspect (decided in start()), or a template with unlogged relations (decided on
+        # the first copy, while _template_checked is False).
+        self._off: str | None = None if recycle else SWITCHED_OFF
+        self._template_checked = False
         self._baselines: dict[str, recycling.Baseline] = {}
         # Kept copies for the fillers: unchanged ones, and ones with relations to put back first.
         self._reclaimed: list[tuple[str, tuple[tuple[int, int], ...]]] = []
-        self._pristine: recycling.Pristine | None = None  # the template's rows, read from the first copy
-        self.reused = 0  # copies handed out again as they came back
-        self.restored = 0  # copies handed out again after their changed tables were put back
+        # The template's rows, read from the first copy; else why changed copies are dropped.
+        self._pristine: recycling.Pristine | None = None
+        self._no_reset: str | None = None
+        self._counts = {"reuse": 0, "reset": 0, "drop": 0}
+        self._unsettled = 0  # copies given back whose fate is not counted yet
 
     def start(self) -> DatabasePool:
         self._admin = dbops.connect(self.endpoint, application_name="provision pool")
-        self._wal_readable = recycling.available(self._admin)
+        if self._off is None:
+            self._off = recycling.unavailable(self._admin)
         for thread in self._threads:
             thread.start()
         return self
+
+    def tally(self) -> Tally:
+        with self._lock:
+            counts = self._counts
+            return Tally(counts["reuse"], counts["reset"], counts["drop"], self._off, self._no_reset)
+
+    def _count(self, kind: recycling.Kind) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+            self._unsettled -= 1
+            self._lock.notify_all()
 
     def _next_job(self) -> tuple[str, bool, tuple[tuple[int, int], ...]] | None:
         """The next copy to make ready: (name, True, relations to put back) for a kept one, else
@@ -160,6 +251,20 @@ class DatabasePool:
             self._serial += 1
             return pool_name(self.database, self.token, self._serial)
 
+    def _clone(self, admin: Connection, name: str) -> None:
+        """Make a new copy; with recycling on, remember where its WAL starts."""
+        with self._lock:
+            recycle = self._off is None
+        if recycle:
+            recycling.check_copy_strategy(STRATEGY)
+        with dbops.server_errors(f"cloning {self.template} for a test"):
+            # The strategy is passed explicitly: dbops would otherwise choose by size.
+            dbops.copy_database(admin, name, self.template, strategy=STRATEGY)
+            if recycle:
+                since = recycling.baseline(admin, name)
+                with self._lock:
+                    self._baselines[name] = since
+
     def _fill(self) -> None:
         try:
             with dbops.connection(self.endpoint, application_name="provision pool") as admin:
@@ -172,20 +277,21 @@ class DatabasePool:
                             self._ready.put((name, conn))
                             continue
                         if not reclaimed:
-                            with dbops.server_errors(f"cloning {self.template} for a test"):
-                                dbops.copy_database(admin, name, self.template, strategy=STRATEGY)
-                                if self._wal_readable and self._template_logged is not False:
-                                    self._baselines[name] = recycling.baseline(admin, name)
+                            self._clone(admin, name)
                         conn = dbops.connect(self.endpoint, name, application_name=TEST_APP)
                         conn.autocommit = False
-                        if self._wal_readable and self._template_logged is None:
+                        with self._lock:
+                            check = self._off is None and not self._template_checked
+                        if check:
                             self._check_template(conn)
                     finally:
                         with self._lock:
                             self._pending -= 1
                     self._ready.put((name, conn))
         except BaseException as exc:  # noqa: BLE001 - surfaced to the next acquire()
-            self._error = exc
+            with self._lock:
+                self._error = exc
+                self._lock.notify_all()
             self._ready.put((_STOP, None))
 
     def _check_template(self, conn: Connection) -> None:
@@ -194,58 +300,86 @@ class DatabasePool:
         with dbops.server_errors(f"looking at a copy of {self.template}"):
             unlogged = recycling.has_unlogged_relations(conn)
             conn.rollback()
-        if not unlogged:
-            self._pristine = recycling.capture(conn)
-        self._template_logged = not unlogged
+        captured = None if unlogged else recycling.capture(conn)
+        with self._lock:
+            if unlogged:
+                self._off = "its template has an unlogged table (writes to it leave no WAL)"
+            elif isinstance(captured, recycling.Pristine):
+                self._pristine = captured
+            else:
+                self._no_reset = captured
+            self._template_checked = True
 
     def _put_back(self, admin: Connection, name: str, touched: tuple[tuple[int, int], ...]) -> Connection | None:
         """Reset what the last test changed in a kept copy, over the connection the next test
         then uses. If that cannot be done (DDL, say), the copy goes to the drain to be dropped."""
-        pristine = self._pristine
+        with self._lock:
+            pristine = self._pristine
         conn = None
         try:
             conn = dbops.connect(self.endpoint, name, application_name=TEST_APP)
             if pristine is not None and recycling.reset(conn, pristine, touched):
-                self._baselines[name] = recycling.baseline(admin, name)
+                since = recycling.baseline(admin, name)
                 with self._lock:
-                    self.restored += 1
+                    self._baselines[name] = since
+                self._count("reset")
                 return conn
         except (ProvisionError, psycopg2.Error):
             pass
         if conn is not None:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
-        self._returned.put((name, None))
+        self._count("drop")
+        self._returned.put((name, None, False))
         return None
+
+    def _judge(self, admin: Connection, name: str, backend_pid: int | None) -> recycling.Outcome:
+        """What becomes of a copy a test gave back (see recycling.Outcome)."""
+        with self._lock:
+            since = self._baselines.pop(name, None)
+            off, stopped = self._off, self._stopped
+            pristine, no_reset = self._pristine, self._no_reset
+        if off is not None:
+            return recycling.Outcome.drop(name, f"recycling off: {off}")
+        if since is None:
+            return recycling.Outcome.drop(name, "no baseline was taken")
+        if stopped:
+            return recycling.Outcome.drop(name, "the session is ending")
+        outcome = recycling.reclaim(admin, name, self._new_name(), since, backend_pid)
+        if outcome.kind == "reset":
+            if pristine is None:
+                return recycling.Outcome.drop(outcome.name, no_reset or "the template's rows were not read")
+            if not pristine.could_reset(outcome.touched):
+                return recycling.Outcome.drop(outcome.name, "a catalog changed (DDL and the like)")
+        return outcome
 
     def _drain(self) -> None:
         admin = self._admin
         assert admin is not None, "start() opens it"
         with contextlib.suppress(ProvisionError), contextlib.closing(admin):
             while (item := self._returned.get())[0] != _STOP:
-                name, backend_pid = item
-                since = self._baselines.pop(name, None)
-                if since is not None and self._template_logged and not self._stopped:
-                    verdict = recycling.reclaim(admin, name, self._new_name(), since, backend_pid)
-                    name = verdict.name
-                    pristine = self._pristine
-                    resettable = (
-                        bool(verdict.touched) and pristine is not None and pristine.could_reset(verdict.touched)
-                    )
-                    if verdict.baseline is not None or resettable:
-                        with self._lock:
-                            if verdict.baseline is not None:
-                                self._baselines[name] = verdict.baseline
-                                self.reused += 1
-                            self._reclaimed.append((name, verdict.touched))
-                            self._lock.notify_all()
-                        continue
-                with contextlib.suppress(ProvisionError):
-                    dbops.drop_database(admin, name)
+                name, backend_pid, used = item
+                outcome = self._judge(admin, name, backend_pid)
+                if outcome.kind == "drop":
+                    with contextlib.suppress(ProvisionError):
+                        drop_copy(admin, self.endpoint, outcome.name)
+                    if used:
+                        self._count("drop")
+                    continue
+                with self._lock:
+                    if outcome.baseline is not None:
+                        self._baselines[outcome.name] = outcome.baseline
+                    self._reclaimed.append((outcome.name, outcome.touched))
+                    self._lock.notify_all()
+                if outcome.kind == "reuse":
+                    self._count("reuse")
             # Reclaimed copies no filler took (the fillers have stopped, so the list is final).
-            for name, _ in self._reclaimed:
+            with self._lock:
+                unclaimed = [name for name, _ in self._reclaimed]
+                self._reclaimed.clear()
+            for name in unclaimed:
                 with contextlib.suppress(ProvisionError):
-                    dbops.drop_database(admin, name)
+                    drop_copy(admin, self.endpoint, name)
 
     def acquire(self, timeout: float = 60.0) -> tuple[str, Connection]:
         """A ready copy and an open connection to it (in a transaction until the test commits)."""
@@ -276,14 +410,27 @@ class DatabasePool:
                 conn.close()
         with self._lock:
             self._outstanding.discard(name)
-        if keep:
-            self._baselines.pop(name, None)
-        else:
-            self._returned.put((name, backend_pid))
+            if keep:
+                self._baselines.pop(name, None)
+            else:
+                self._unsettled += 1
+        if not keep:
+            self._returned.put((name, backend_pid, True))
 
     def close(self, keep: bool = False) -> list[str]:
-        """Stop refilling; drop every copy this pool made (unless keep). Returns the kept names."""
+        """Stop refilling; drop every copy this pool made (unless keep). Returns the kept names.
+
+        Copies given back are judged, and put back, before the fillers stop (a few milliseconds
+        each), so tally() counts each one's fate and not the moment the session ended."""
+        deadline = time.monotonic() + 30
         with self._lock:
+            while (
+                self._unsettled > 0
+                and self._error is None
+                and self._threads[-1].is_alive()
+                and time.monotonic() < deadline
+            ):
+                self._lock.wait(0.5)
             self._stopped = True
             self._lock.notify_all()
         for thread in self._threads[:-1]:
@@ -299,9 +446,15 @@ class DatabasePool:
                     with contextlib.suppress(psycopg2.Error):
                         conn.close()
                 leftovers.append(name)
-        kept = sorted(self._outstanding) if keep else []
-        for name in leftovers + ([] if keep else sorted(self._outstanding)):
-            self._returned.put((name, None))
-        self._returned.put((_STOP, None))
+        with self._lock:
+            outstanding = sorted(self._outstanding)
+            if not keep:
+                self._unsettled += len(outstanding)
+        kept = outstanding if keep else []
+        for name in leftovers:
+            self._returned.put((name, None, False))
+        for name in [] if keep else outstanding:  # taken by a test that never gave it back
+            self._returned.put((name, None, True))
+        self._returned.put((_STOP, None, False))
         self._threads[-1].join(timeout=60)
         return kept

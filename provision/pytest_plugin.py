@@ -13,11 +13,14 @@ Inert until one of its fixtures is used. Fixtures:
   connection's commit() and rollback() work on savepoints (see provision.transactions).
 
 Options (or ini keys): ``--provision-config`` / ``provision_config``, ``--provision-keep`` /
-``provision_keep``, ``provision_pool_size``.
+``provision_keep``, ``--provision-no-recycle`` / ``provision_recycle`` (true by default: copies
+a test left unchanged, or whose rows can be put back, are reused; false drops every used copy),
+``provision_pool_size``. The terminal summary ends with one line saying what became of the copies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,11 +32,15 @@ if TYPE_CHECKING:
     from .api import TemplateSet
     from .config import Config
     from .dbops import Connection
-    from .pool import DatabasePool, SessionLock
+    from .pool import DatabasePool, SessionLock, Tally
     from .transactions import TransactionalConnection
 
 
 _KEPT = pytest.StashKey[list[str]]()
+# What became of the copies, by configured database: this process's, then (under xdist, in the
+# controller) every worker's, which arrive as plain dicts in workeroutput under this key.
+_TALLIES = pytest.StashKey[dict[str, "Tally"]]()
+_WORKER_KEY = "provision_tallies"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,9 +49,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--provision-keep", action="store_true", default=None, help="Keep the per-test databases for debugging."
     )
+    group.addoption(
+        "--provision-no-recycle",
+        action="store_false",
+        dest="provision_recycle",
+        default=None,
+        help="Drop every used copy instead of reusing those a test left unchanged or whose rows can be put back.",
+    )
     parser.addini("provision_config", "provision YAML config for the test databases.", default="")
     parser.addini("provision_keep", "Keep the per-test databases (true/false).", type="bool", default=False)
     parser.addini("provision_pool_size", "Ready copies kept per database.", default="4")
+    parser.addini(
+        "provision_recycle",
+        "Reuse copies a test left unchanged or whose rows can be put back (true/false).",
+        type="bool",
+        default=True,
+    )
 
 
 @dataclass
@@ -65,6 +85,7 @@ class ProvisionSession:
     keep: bool
     pool_size: int
     session_lock: SessionLock
+    recycle: bool = True
     pools: dict[str, DatabasePool] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)
     owners: dict[str, str] = field(default_factory=dict)  # copy name -> configured database
@@ -81,6 +102,7 @@ class ProvisionSession:
                 self.templates.templates[database],
                 self.session_lock.token,
                 size=self.pool_size,
+                recycle=self.recycle,
             ).start()
         return self.pools[database]
 
@@ -107,14 +129,16 @@ class ProvisionSession:
         if self.keep:
             self.kept.append(db.name)
 
-    def close(self) -> None:
+    def close(self) -> dict[str, Tally]:
+        """Close every pool; what became of each database's copies."""
         for pool in self.pools.values():
             self.kept += pool.close(keep=self.keep)
         self.session_lock.close()
+        return {database: pool.tally() for database, pool in self.pools.items()}
 
 
 def _option(config: pytest.Config, name: str) -> Any:
-    value = config.getoption(f"--provision-{name}")
+    value = config.getoption(f"provision_{name}")
     return value if value is not None else config.getini(f"provision_{name}")
 
 
@@ -139,18 +163,43 @@ def provision_session(pytestconfig: pytest.Config) -> Iterator[ProvisionSession]
         keep=bool(_option(pytestconfig, "keep")),
         pool_size=int(pytestconfig.getini("provision_pool_size")),
         session_lock=SessionLock(templates.endpoint),
+        recycle=bool(_option(pytestconfig, "recycle")),
     )
     try:
         yield session
     finally:
-        session.close()
+        tallies = session.close()
         pytestconfig.stash[_KEPT] = sorted(set(session.kept))
+        _add_tallies(pytestconfig, tallies)
+        workeroutput = getattr(pytestconfig, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller writes the summary
+            workeroutput[_WORKER_KEY] = {db: dataclasses.asdict(tally) for db, tally in tallies.items()}
+
+
+def _add_tallies(config: pytest.Config, tallies: dict[str, Tally]) -> None:
+    found = config.stash.setdefault(_TALLIES, {})
+    for database, tally in tallies.items():
+        found[database] = found[database] + tally if database in found else tally
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller, as each worker ends: add up what its pools did."""
+    from .pool import Tally
+
+    sent = getattr(node, "workeroutput", {}).get(_WORKER_KEY, {})
+    _add_tallies(node.config, {database: Tally(**fields) for database, fields in sent.items()})
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     kept = config.stash.get(_KEPT, [])
     if kept:
         terminalreporter.write_line(f"provision: kept {len(kept)} database(s) for debugging: {', '.join(kept)}")
+    tallies = config.stash.get(_TALLIES, {})
+    if tallies and not hasattr(config, "workeroutput"):
+        from .pool import summary
+
+        terminalreporter.write_line(summary(tallies))
 
 
 @pytest.fixture

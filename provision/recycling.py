@@ -1,5 +1,13 @@
 """Proves from the server's WAL what a test changed in a pool copy, and puts back what it can, so
-the copy can be handed out again instead of dropped and cloned anew."""
+the copy can be handed out again instead of dropped and cloned anew.
+
+The invariant this rests on: pool copies are made with ``CREATE DATABASE ... STRATEGY FILE_COPY``
+(COPY_STRATEGY; pool.py passes it explicitly and check_copy_strategy() refuses any other).
+FILE_COPY ends with a checkpoint, so every page of a new copy, its sequences' included, is older
+than the redo point: the first change to any of them, a sequence's first nextval() included,
+logs a record naming the copy. WAL_LOG (PostgreSQL 15+'s default) makes no such checkpoint, and
+a nextval() on a copy made that way can log nothing, so a changed copy could pass for unchanged.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import contextlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import psycopg2
 from psycopg2 import sql
@@ -15,15 +24,18 @@ from . import dbops
 from .dbops import Connection
 from .errors import ServerError
 
+# How pool copies must be made for the proof below to hold (see the module docstring).
+COPY_STRATEGY = "FILE_COPY"
+
 # Why the WAL is proof enough. Every change to a logged relation of a database writes a WAL
 # record naming the database's OID in its block references: rows, indexes, catalogs (so DDL,
 # temporary tables, TRUNCATE), large objects, and sequences. A copy's first nextval() always
-# logs, because the copy was made with FILE_COPY, which ends with a checkpoint, so the
-# sequence page is older than the redo point; after a reset, because setval() leaves no
+# logs: on a fresh copy by the invariant above; after a reset, because setval() leaves no
 # values logged ahead. What leaves no such record is checked apart:
 # - unlogged relations: a pool whose template has one never recycles (pool.py);
 # - the database's own row and the shared catalogs that point at it (ALTER DATABASE ... SET,
-#   COMMENT ON DATABASE, GRANT ... ON DATABASE, subscriptions): compared below.
+#   COMMENT ON DATABASE, GRANT ... ON DATABASE, subscriptions): compared below;
+# - a prepared transaction left on the copy (its PREPARE record names no block): checked below.
 # Anything unexplained (a session still connected, a failed query, more WAL than it is worth
 # reading) counts as a change, and the copy is dropped as before.
 #
@@ -34,7 +46,10 @@ from .errors import ServerError
 # from the rows the template holds (captured once, by capture()), frozen as the template's
 # are; sequences are set back. That is less work than a clone and a drop, which cost per file
 # of the database (about 15 ms of server CPU for ChatBI's 406 files), while a reset costs per
-# changed table and row.
+# changed table and row. A reset runs with session_replication_role = replica, which silences
+# ordinary triggers and rules but not those enabled ALWAYS or REPLICA: a template with one of
+# those on a table a reset could touch is never reset (capture() refuses it), since they would
+# write rows (and advance sequences) that a fresh copy never has.
 
 # Reading more WAL than this costs more than the clone it would save.
 MAX_WAL_BYTES = 64 * 1024 * 1024
@@ -90,6 +105,16 @@ _CAPTURED = (
     " AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid)"
     " AND n.nspname <> 'information_schema' AND left(n.nspname, 3) <> 'pg_'"
 )
+# Of these tables, the triggers and rules that session_replication_role = replica leaves on
+# (enabled ALWAYS or REPLICA; internal ones too: a foreign key's action enabled ALWAYS would
+# cascade), by name. Parameter: the tables' OIDs.
+_FIRING = (
+    "SELECT format('trigger %%I on %%s', t.tgname, t.tgrelid::regclass) FROM pg_trigger t"
+    " WHERE t.tgrelid = ANY (%s::oid[]) AND t.tgenabled IN ('A', 'R')"
+    " UNION ALL SELECT format('rule %%I on %%s', r.rulename, r.ev_class::regclass) FROM pg_rewrite r"
+    " WHERE r.ev_class = ANY (%s::oid[]) AND r.ev_enabled IN ('A', 'R')"
+    " ORDER BY 1"
+)
 
 
 @dataclass(frozen=True)
@@ -101,15 +126,37 @@ class Baseline:
     row: str
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What reclaim() found: the copy's name now; its baseline if it can be handed out as it is,
-    or `touched` (tablespace, filenode) if reset() must put those relations back first; neither
-    means drop it."""
+Kind = Literal["reuse", "reset", "drop"]
 
+
+@dataclass(frozen=True)
+class Outcome:
+    """What becomes of a copy a test gave back, and why: `reuse` it as it is (from `baseline`),
+    `reset` the relations in `touched` (tablespace, filenode) and then reuse it, or `drop` it.
+    `name` is the copy's name now (reclaim() renames it)."""
+
+    kind: Kind
     name: str
+    reason: str
     baseline: Baseline | None = None
     touched: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Each kind carries exactly what its next step needs.
+        if (self.kind == "reuse") != (self.baseline is not None) or (self.kind == "reset") != bool(self.touched):
+            raise ValueError(f"an outcome {self.kind!r} with baseline={self.baseline} and touched={self.touched}")
+
+    @classmethod
+    def reuse(cls, name: str, baseline: Baseline) -> Outcome:
+        return cls("reuse", name, "unchanged", baseline=baseline)
+
+    @classmethod
+    def reset(cls, name: str, touched: tuple[tuple[int, int], ...]) -> Outcome:
+        return cls("reset", name, "rows or sequences changed", touched=touched)
+
+    @classmethod
+    def drop(cls, name: str, reason: str) -> Outcome:
+        return cls("drop", name, reason)
 
 
 @dataclass(frozen=True)
@@ -147,19 +194,32 @@ def enable(conn: Connection) -> None:
             dbops.execute(conn, "CREATE EXTENSION IF NOT EXISTS pg_walinspect")
 
 
-def available(conn: Connection) -> bool:
-    """Whether `conn` (to the maintenance database) can read the WAL's block references."""
+UNAVAILABLE = "needs PostgreSQL 16+ with pg_walinspect"
+
+
+def unavailable(conn: Connection) -> str | None:
+    """Why recycling cannot run on the server of `conn` (to the maintenance database), or None
+    when it can read the WAL's block references."""
     if conn.server_version < MIN_SERVER_VERSION:
-        return False
+        return UNAVAILABLE
     try:
         if not dbops.execute(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'"):
-            return False
+            return UNAVAILABLE
         rows = dbops.execute(
             conn, "SELECT has_function_privilege('pg_get_wal_block_info(pg_lsn, pg_lsn, boolean)', 'EXECUTE')"
         )
     except psycopg2.Error:  # installed in a schema off the search_path, say: then not for us
-        return False
-    return bool(rows[0][0])
+        return UNAVAILABLE
+    return None if rows[0][0] else "needs the right to run pg_walinspect's pg_get_wal_block_info"
+
+
+def check_copy_strategy(strategy: str | None) -> None:
+    """Fail loudly if pool copies are to be made without COPY_STRATEGY: recycling would then
+    take some changed copies for unchanged ones (see the module docstring)."""
+    if strategy != COPY_STRATEGY:  # a change to provision itself, not a user's mistake
+        raise AssertionError(
+            f"pool copies must be made with STRATEGY {COPY_STRATEGY} for recycling to be sound, not {strategy}"
+        )
 
 
 def has_unlogged_relations(conn: Connection) -> bool:
@@ -174,8 +234,8 @@ def baseline(conn: Connection, name: str) -> Baseline:
     return Baseline(oid, lsn, row)
 
 
-def reclaim(conn: Connection, name: str, new_name: str, since: Baseline, backend_pid: int | None) -> Verdict:
-    """Rename a returned copy to `new_name` and judge it from the WAL (see Verdict).
+def reclaim(conn: Connection, name: str, new_name: str, since: Baseline, backend_pid: int | None) -> Outcome:
+    """Rename a returned copy to `new_name` and judge it from the WAL (see Outcome).
 
     `backend_pid` is the server process of the test's own connection, which may still be
     exiting; any other session on the copy means it may still change, so it counts as changed.
@@ -184,7 +244,9 @@ def reclaim(conn: Connection, name: str, new_name: str, since: Baseline, backend
     try:
         pids = [r[0] for r in dbops.execute(conn, "SELECT pid FROM pg_stat_activity WHERE datid = %s", [since.oid])]
         if any(pid != backend_pid for pid in pids):
-            return Verdict(current)
+            return Outcome.drop(current, "a session is still connected")
+        if dbops.execute(conn, "SELECT 1 FROM pg_prepared_xacts WHERE database = %s", [name]):
+            return Outcome.drop(current, "a prepared transaction holds it")
         if pids:
             # The test closed it; wait (up to 2 s) until its server process has gone.
             dbops.execute(
@@ -209,26 +271,31 @@ def reclaim(conn: Connection, name: str, new_name: str, since: Baseline, backend
             [since.lsn],
         )[0]
         if not 0 < distance <= MAX_WAL_BYTES:
-            return Verdict(current)
+            return Outcome.drop(current, "too much WAL to read")
         touched, row, mentions = dbops.execute(conn, _VERDICT, [since.lsn, end, since.oid])[0]
-    except (psycopg2.Error, ServerError):
-        return Verdict(current)
+    except (psycopg2.Error, ServerError) as exc:
+        return Outcome.drop(current, f"could not be judged: {str(exc).strip()}")
     if row != since.row or mentions:
-        return Verdict(current)
+        return Outcome.drop(current, "the database itself was changed")
     if touched:
         if distance > MAX_RESET_WAL_BYTES:
-            return Verdict(current)
-        return Verdict(current, touched=tuple((int(spc), int(node)) for spc, node in touched))
-    return Verdict(current, Baseline(since.oid, end, since.row))
+            return Outcome.drop(current, "too many rows changed to put back")
+        return Outcome.reset(current, tuple((int(spc), int(node)) for spc, node in touched))
+    return Outcome.reuse(current, Baseline(since.oid, end, since.row))
 
 
-def capture(conn: Connection) -> Pristine | None:
-    """Read what a fresh copy (connected by `conn`) holds, for reset(); None if it is too large
-    or cannot be read. Leaves `conn` outside any transaction."""
+def capture(conn: Connection) -> Pristine | str:
+    """Read what a fresh copy (connected by `conn`) holds, for reset(); or say why its changed
+    copies cannot be put back (too large, unreadable, or triggers or rules a reset would fire).
+    Leaves `conn` outside any transaction."""
     try:
         listed = dbops.execute(conn, _CAPTURED)
         if sum(size for _, _, _, kind, size in listed if kind == "r") > MAX_PRISTINE_BYTES:
-            return None
+            return f"its tables hold over {MAX_PRISTINE_BYTES // 2**20} MiB"
+        plain = [oid for oid, _, _, kind, _ in listed if kind == "r"]
+        firing = dbops.execute(conn, _FIRING, [plain, plain])
+        if firing:
+            return "it has triggers or rules that fire during a reset: " + ", ".join(r[0] for r in firing)
         tables: dict[int, Table] = {}
         sequences: dict[int, tuple[int, bool]] = {}
         with conn.cursor() as cur:
@@ -247,8 +314,8 @@ def capture(conn: Connection) -> Pristine | None:
             "SELECT pg_relation_filenode(oid) FROM pg_class WHERE oid < 16384 AND pg_relation_filenode(oid) <> 0",
         )
         return Pristine(tables, sequences, frozenset(int(node) for (node,) in catalog))
-    except psycopg2.Error:
-        return None
+    except psycopg2.Error as exc:
+        return f"its tables could not be read: {str(exc).strip()}"
     finally:
         with contextlib.suppress(psycopg2.Error):
             conn.rollback()

@@ -335,6 +335,7 @@ def alembic_cli(project: Project, *args: str, database: str = "chatbi") -> subpr
 
 SAMPLE = REPO / "tests" / "plugin_sample"
 TX_SAMPLE = REPO / "tests" / "plugin_tx_sample"
+RECYCLE_SAMPLE = REPO / "tests" / "plugin_recycle_sample"
 
 
 def run_sample(

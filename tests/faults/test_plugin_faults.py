@@ -21,6 +21,14 @@ def _pool_copies(docker_client: Any, project: Project) -> list[str]:
     return [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]
 
 
+def _prepared_transactions(docker_client: Any, project: Project) -> list[str]:
+    code, out = docker_client.containers.get(project.name + "-test").exec_run(
+        ["psql", "-U", "chatbi", "-d", "postgres", "-Atc", "SELECT gid FROM pg_prepared_xacts"]
+    )
+    assert code == 0, out
+    return out.decode().split()
+
+
 def test_a_test_killed_mid_transaction_leaves_nothing_behind(project: Project, docker_client: Any) -> None:
     killed = run_sample(project, "-k", "killed_mid_transaction", sample=CRASHES)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
@@ -72,3 +80,30 @@ def test_pre_opened_connections_cut_by_a_restart_are_reopened(project: Project, 
     finally:
         pool.close()
         lock.close()
+
+
+def test_a_test_ending_with_a_prepared_transaction_breaks_no_later_session(
+    project: Project, docker_client: Any
+) -> None:
+    """The prepared transaction outlives the test's connection and holds its copy against DROP
+    DATABASE: the pool rolls it back and drops the copy at teardown."""
+    prepared = run_sample(project, "-k", "ends_with_a_prepared_transaction", sample=CRASHES)
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    assert _pool_copies(docker_client, project) == []
+    assert _prepared_transactions(docker_client, project) == []
+    after = run_sample(project, "-k", "sees_nothing_from_the_dead", sample=CRASHES)
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_a_session_killed_holding_a_prepared_transaction_breaks_no_later_session(
+    project: Project, docker_client: Any
+) -> None:
+    """Its copy is dead but held: the next session's clean-up rolls the transaction back, drops
+    the copy, and the session runs."""
+    killed = run_sample(project, "-k", "killed_holding_a_prepared_transaction", sample=CRASHES)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert _prepared_transactions(docker_client, project) == ["provision-sample-killed"]
+    after = run_sample(project, "-k", "sees_nothing_from_the_dead", sample=CRASHES)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert _pool_copies(docker_client, project) == []
+    assert _prepared_transactions(docker_client, project) == []

@@ -8,7 +8,15 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.conftest import HEAD, TX_SAMPLE, Project, list_databases, run_sample, use_alembic_example
+from tests.conftest import (
+    HEAD,
+    RECYCLE_SAMPLE,
+    TX_SAMPLE,
+    Project,
+    list_databases,
+    run_sample,
+    use_alembic_example,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +125,24 @@ def test_transactional_fixture_isolates_tests_with_one_copy_per_worker(project: 
     # In one process, in file order: after a COMMIT sent as SQL text, the next test gets a new, clean copy.
     ordered = run_sample(project, "-k", "sent_as_sql_text or after_a_real_commit", sample=TX_SAMPLE)
     assert ordered.returncode == 0 and "2 passed" in ordered.stdout, ordered.stdout + ordered.stderr
+
+
+def summary_lines(result: Any) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("provision: ") and "copies" in line]
+
+
+def test_the_run_ends_with_what_became_of_the_copies(project: Project, docker_client: Any) -> None:
+    """Three tests only read, two change rows, one changes the schema: the summary says so, in
+    one process and added up over xdist workers; with recycling off, every copy is dropped."""
+    expected = "provision: 6 copies: 3 reused, 2 reset, 1 dropped"
+    for xdist in ([], ["-p", "xdist", "-n", "2"]):
+        result = run_sample(project, *xdist, sample=RECYCLE_SAMPLE)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert summary_lines(result) == [expected], result.stdout
+
+    off = "provision: 6 copies: 0 reused, 0 reset, 6 dropped (recycling off: provision_recycle = false)"
+    for switch in (["--provision-no-recycle"], ["-o", "provision_recycle=false"]):
+        result = run_sample(project, *switch, sample=RECYCLE_SAMPLE)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert summary_lines(result) == [off], result.stdout
+    assert not [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]

@@ -3,6 +3,7 @@ reused; any other change, of any kind, gets the copy dropped (issue 12)."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -29,6 +30,24 @@ CREATE TABLE empty (id int);
 TABLES = ("items", "tags", "docs", "empty")
 SEQUENCES = ("items_id_seq", "tags_id_seq")
 UNLOGGED = "CREATE UNLOGGED TABLE scratch (id int);"
+# Triggers and rules that session_replication_role = replica leaves on: each would write to
+# `audit` while a reset reloads `items` (COPY fires triggers) or empties `notes` (DELETE fires rules).
+AUDIT = """
+CREATE TABLE audit (id serial PRIMARY KEY, op text NOT NULL, item_id int);
+CREATE TABLE notes (id int, body text);
+CREATE FUNCTION audit_items() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO audit (op, item_id) VALUES (TG_OP, COALESCE(NEW.id, OLD.id));
+  RETURN NULL;
+END $$;
+"""
+TRIGGER = "CREATE TRIGGER items_audit AFTER INSERT OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION audit_items();"
+RULE = "CREATE RULE notes_audit AS ON DELETE TO notes DO ALSO INSERT INTO audit (op, item_id) VALUES ('rule', OLD.id);"
+AUDITED = {
+    "audited_always": AUDIT + TRIGGER + "ALTER TABLE items ENABLE ALWAYS TRIGGER items_audit;",
+    "audited_replica": AUDIT + TRIGGER + "ALTER TABLE items ENABLE REPLICA TRIGGER items_audit;",
+    "audited_rule": AUDIT + RULE + "ALTER TABLE notes ENABLE ALWAYS RULE notes_audit;",
+}
 
 
 @dataclass
@@ -62,12 +81,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
     folder: Path = tmp_path_factory.mktemp("recycling")
     (folder / "items.sql").write_text(SCHEMA)
     (folder / "unlogged.sql").write_text(SCHEMA + UNLOGGED)
+    databases = {"items": {"sql": "items.sql"}, "withunlogged": {"sql": "unlogged.sql"}}
+    for database, extra in AUDITED.items():
+        (folder / f"{database}.sql").write_text(SCHEMA + extra)
+        databases[database] = {"sql": f"{database}.sql"}
     name = NAME_PREFIX + secrets.token_hex(4)
-    project = Project(
-        folder / "provision.yaml",
-        name,
-        project_data(name, databases={"items": {"sql": "items.sql"}, "withunlogged": {"sql": "unlogged.sql"}}),
-    ).write()
+    project = Project(folder / "provision.yaml", name, project_data(name, databases=databases)).write()
     cfg = api.config_for_tests(project.config())
     templates = api.ensure_templates(cfg)
     admin = psycopg2.connect(templates.endpoint.dsn("postgres", show_password=True))
@@ -79,12 +98,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
         remove_test_objects(docker_client, name)
 
 
-@pytest.fixture
-def pool(server: Server) -> Iterator[Any]:
+@contextlib.contextmanager
+def pool_of(server: Server, database: str = "items", **options: Any) -> Iterator[Any]:
+    """A started pool of one ready copy, closed (and its copies dropped) afterwards."""
     from provision.pool import DatabasePool, SessionLock
 
     lock = SessionLock(server.endpoint)
-    made = DatabasePool(server.endpoint, "items", server.templates["items"], lock.token, size=1, fillers=1).start()
+    made = DatabasePool(
+        server.endpoint, database, server.templates[database], lock.token, size=1, fillers=1, **options
+    ).start()
     try:
         yield made
     finally:
@@ -92,9 +114,15 @@ def pool(server: Server) -> Iterator[Any]:
         lock.close()
 
 
+@pytest.fixture
+def pool(server: Server) -> Iterator[Any]:
+    with pool_of(server) as made:
+        yield made
+
+
 def kept(pool: Any) -> int:
     """Copies the pool has handed out again: as they came back, or with their rows put back."""
-    return int(pool.reused + pool.restored)
+    return pool.tally().reused + pool.tally().reset
 
 
 def returned(server: Server, pool: Any, oid: int, before: int | None = None) -> str | None:
@@ -115,14 +143,14 @@ def returned(server: Server, pool: Any, oid: int, before: int | None = None) -> 
     raise AssertionError(f"the pool neither kept nor dropped database {oid} within 15 s")
 
 
-def contents(conn: Any) -> dict[str, Any]:
+def contents(conn: Any, tables: tuple[str, ...] = TABLES, sequences: tuple[str, ...] = SEQUENCES) -> dict[str, Any]:
     """Every table's rows (and their order in a plain scan) and every sequence's state."""
     found: dict[str, Any] = {}
     with conn.cursor() as cur:
-        for table in TABLES:
+        for table in tables:
             cur.execute(f"SELECT coalesce(string_agg(t::text, '|'), '') FROM {table} t")  # no ORDER BY: scan order
             found[table] = cur.fetchone()[0]
-        for sequence in SEQUENCES:
+        for sequence in sequences:
             cur.execute(f"SELECT last_value, is_called FROM {sequence}")
             found[sequence] = cur.fetchone()
     conn.rollback()
@@ -230,18 +258,18 @@ DATABASE_LEVEL = {
 def test_a_copy_left_unchanged_is_reused_under_a_new_name(server: Server, pool: Any, case: str) -> None:
     name_after = use(server, pool, READS[case])
     assert name_after is not None, f"{case}: an unchanged copy was dropped instead of reused"
-    assert pool.reused == 1
+    assert pool.tally().reused == 1
 
 
 @pytest.mark.parametrize("case", list(ROW_CHANGES))
 def test_changed_rows_are_put_back_and_the_copy_reused(server: Server, pool: Any, case: str) -> None:
     fresh = first_contents(server, pool)
-    reused = pool.reused
+    reused = pool.tally().reused
     name_after = use(server, pool, ROW_CHANGES[case])
     assert name_after is not None, f"{case}: the copy was dropped instead of put back"
-    assert pool.reused == reused, f"{case}: the change went unseen"
+    assert pool.tally().reused == reused, f"{case}: the change went unseen"
     conn = take(pool, name_after)
-    assert pool.restored == 1
+    assert pool.tally().reset == 1
     assert contents(conn) == fresh, f"{case}: the copy does not hold what a fresh one holds"
     # A test that only reads the put-back copy leaves it unchanged: it is reused, not put back again.
     oid = server.oid(name_after)
@@ -249,7 +277,7 @@ def test_changed_rows_are_put_back_and_the_copy_reused(server: Server, pool: Any
     contents(conn)
     pool.release(name_after, conn)
     assert returned(server, pool, oid, before) is not None
-    assert pool.restored == 1, f"{case}: reading the put-back copy changed it"
+    assert pool.tally().reset == 1, f"{case}: reading the put-back copy changed it"
 
 
 @pytest.mark.parametrize("case", list(WRITES))
@@ -263,7 +291,7 @@ def test_a_copy_changed_otherwise_is_dropped(
     monkeypatch.setattr(recycling, "reset", lambda *args: tried.append(args) or reset(*args))
     name_after = use(server, pool, WRITES[case])
     assert name_after is None, f"{case}: a changed copy was kept as {name_after}"
-    assert pool.reused == 0 and pool.restored == 0
+    assert pool.tally().reused == 0 and pool.tally().reset == 0
     assert tried == [], f"{case}: judged from the WAL alone, yet the pool connected to the copy to try a reset"
 
 
@@ -279,10 +307,10 @@ def test_a_copy_changed_from_outside_is_dropped(server: Server, pool: Any, case:
 
 def test_a_write_from_another_connection_is_seen(server: Server, pool: Any) -> None:
     fresh = first_contents(server, pool)
-    reused = pool.reused
+    reused = pool.tally().reused
     name_after = use(server, pool, ROW_CHANGES["insert"], via="other")
-    assert name_after is not None and pool.reused == reused
-    assert contents(take(pool, name_after)) == fresh and pool.restored == 1
+    assert name_after is not None and pool.tally().reused == reused
+    assert contents(take(pool, name_after)) == fresh and pool.tally().reset == 1
 
 
 def test_without_a_capture_changed_rows_get_the_copy_dropped(server: Server, pool: Any) -> None:
@@ -345,7 +373,75 @@ def test_a_template_with_an_unlogged_table_never_recycles(server: Server) -> Non
             cur.execute("INSERT INTO scratch VALUES (1)")
         pool.release(name, conn)
         assert returned(server, pool, oid) is None
-        assert pool.reused == 0
+        assert pool.tally().reused == 0
     finally:
         pool.close()
         lock.close()
+
+
+# A change each: only to rows, so put back were it not for what the reset would fire.
+FIRING = {
+    "a trigger enabled ALWAYS": ("audited_always", ["UPDATE items SET label = 'changed' WHERE id = 1"]),
+    "a trigger enabled REPLICA": ("audited_replica", ["UPDATE items SET label = 'changed' WHERE id = 1"]),
+    "a rule enabled ALWAYS": ("audited_rule", ["INSERT INTO notes VALUES (1, 'note')"]),
+}
+
+
+@pytest.mark.parametrize("case", list(FIRING))
+def test_a_template_whose_triggers_or_rules_fire_under_replica_is_never_reset(server: Server, case: str) -> None:
+    """A reset runs with session_replication_role = replica, which leaves triggers and rules
+    enabled ALWAYS or REPLICA on: they would write rows (and advance a sequence) no fresh copy
+    has. So a changed copy is dropped, and the next test gets a pristine one."""
+    database, statements = FIRING[case]
+    audited = (*TABLES, "audit", "notes"), (*SEQUENCES, "audit_id_seq")
+    with pool_of(server, database) as pool:
+        name, conn = pool.acquire()
+        oid = server.oid(name)
+        fresh = contents(conn, *audited)
+        assert fresh["audit"] == "" and fresh["audit_id_seq"] == (1, False)
+        pool.release(name, conn)
+        assert returned(server, pool, oid) is not None, "an unchanged copy is still reused"
+
+        name_after = use(server, pool, statements)
+        # Whatever the pool did with the changed copy, the next copy holds what a fresh one holds.
+        conn = take(pool, name_after) if name_after is not None else pool.acquire()[1]
+        assert contents(conn, *audited) == fresh, f"{case}: the next test sees what the reset fired"
+        assert name_after is None, f"{case}: the changed copy was put back as {name_after}"
+        tally = pool.tally()
+        assert (tally.reused, tally.reset, tally.dropped) == (1, 0, 1)
+        assert tally.no_reset is not None and ("items_audit" in tally.no_reset or "notes_audit" in tally.no_reset)
+
+
+def test_with_recycling_off_every_used_copy_is_dropped(server: Server) -> None:
+    from provision.pool import SWITCHED_OFF
+
+    with pool_of(server, recycle=False) as pool:
+        assert use(server, pool, READS["a select"]) is None, "recycling off, yet an unchanged copy was kept"
+        assert use(server, pool, ROW_CHANGES["insert"]) is None
+        tally = pool.tally()
+        assert (tally.reused, tally.reset, tally.dropped, tally.off) == (0, 0, 2, SWITCHED_OFF)
+
+
+def test_a_prepared_transaction_gets_the_copy_dropped_and_rolled_back(server: Server, pool: Any) -> None:
+    """PREPARE TRANSACTION leaves no block the WAL check would see, and holds the copy against
+    DROP DATABASE: the pool rolls it back, then drops the copy."""
+    name, conn = pool.acquire()
+    oid = server.oid(name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.execute("PREPARE TRANSACTION 'left by a test'")
+    pool.release(name, conn)
+    assert returned(server, pool, oid) is None, "a copy held by a prepared transaction was kept"
+    assert server.query("SELECT gid FROM pg_prepared_xacts") == []
+    assert pool.tally().dropped == 1
+
+
+def test_copies_made_otherwise_than_file_copy_fail_loudly(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recycling's proof needs FILE_COPY copies (recycling.COPY_STRATEGY): a pool told to clone
+    any other way refuses instead of recycling on a broken premise."""
+    from provision import pool as pool_module
+    from provision.errors import ServerError
+
+    monkeypatch.setattr(pool_module, "STRATEGY", "WAL_LOG")
+    with pool_of(server) as pool, pytest.raises(ServerError, match="FILE_COPY"):
+        pool.acquire(timeout=30)

@@ -23,3 +23,16 @@ def test_sees_nothing_from_the_dead(provision_tx, provision_db):
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM app_users")
             assert cur.fetchone()[0] == 0
+
+
+def test_ends_with_a_prepared_transaction(provision_db):
+    with provision_db.conn.cursor() as cur:
+        cur.execute("INSERT INTO app_users (email) VALUES ('prepared@example.com')")
+        cur.execute("PREPARE TRANSACTION 'provision-sample-ended'")
+
+
+def test_killed_holding_a_prepared_transaction(provision_db):
+    with provision_db.conn.cursor() as cur:
+        cur.execute("INSERT INTO app_users (email) VALUES ('prepared-killed@example.com')")
+        cur.execute("PREPARE TRANSACTION 'provision-sample-killed'")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -43,8 +43,9 @@ def test_installed_plugin_is_autoloaded_and_inert(pytester: pytest.Pytester, no_
 
 def test_plugin_options_and_fixtures_are_registered(pytester: pytest.Pytester, no_engine: None) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--help")
-    result.stdout.fnmatch_lines(["*--provision-config*", "*--provision-keep*"])
-    pytester.makeini("[pytest]\nprovision_pool_size = 2\nprovision_keep = true\n")
+    result.stdout.fnmatch_lines(["*--provision-config*", "*--provision-keep*", "*--provision-no-recycle*"])
+    result.stdout.fnmatch_lines(["*provision_recycle (bool)*"])
+    pytester.makeini("[pytest]\nprovision_pool_size = 2\nprovision_keep = true\nprovision_recycle = false\n")
     fixtures = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fixtures")
     fixtures.stdout.fnmatch_lines(["*provision_session*", "*provision_db_factory*", "*provision_db*"])
 
