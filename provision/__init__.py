@@ -14,7 +14,7 @@ from __future__ import annotations
 # start-up, and mypy treats any name TYPE_CHECKING as true.
 TYPE_CHECKING = False
 
-__version__ = "0.2.0"
+from .version import __version__
 
 if TYPE_CHECKING:
     from .api import (

@@ -37,6 +37,9 @@ CHATBI_TABLES = (
 )
 DEMO_TABLES = ("categories", "products", "customers", "orders", "order_items")
 
+# Where the server can run: the names of targets.KINDS, which says what each one is (a test
+# keeps the two equal; config cannot import targets, which imports config).
+TARGET_KINDS = ("docker", "server")
 DEFAULT_CONTAINER = "chatbi-postgres"
 DEFAULT_VOLUME = "chatbi-pgdata"
 BUILTIN_PREFIX = "builtin:"
@@ -100,7 +103,7 @@ class DatabaseConfig:
 class Config:
     """Everything provision needs to know, resolved once."""
 
-    target: str = "docker"  # a key of targets.KINDS
+    target: str = "docker"  # one of TARGET_KINDS
     container: str = DEFAULT_CONTAINER
     image: str = "postgres:17"
     volume: str | None = DEFAULT_VOLUME
@@ -576,10 +579,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         else:
             raise bad("a string")
     if kind == "target":
-        from .targets import KINDS
-
-        if value not in KINDS:
-            raise bad(" or ".join(repr(k) for k in KINDS))
+        if value not in TARGET_KINDS:
+            raise bad(" or ".join(repr(k) for k in TARGET_KINDS))
     elif kind == "cleanup":
         if value not in ("background", "sync"):
             raise bad("'background' or 'sync'")
