@@ -39,12 +39,6 @@ docker: Any = _Lazy("docker")
 requests: Any = _Lazy("requests")
 
 
-def preload() -> None:
-    """Import the Docker SDK now: the forkserver does, once, so that its workers find it loaded."""
-    for module in (docker, requests):
-        module.__name__  # noqa: B018 - the attribute access is what imports it
-
-
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 PGDATA = "/var/lib/postgresql/data"
 LABEL_MANAGED = "provision.managed"
