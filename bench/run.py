@@ -312,14 +312,16 @@ def processes(matching: Callable[[str, bytes], bool]) -> set[int]:
 
 
 def housekeeping_pids(cwd: Path) -> set[int]:
-    """Our processes running `python -m provision _housekeep` (the detached half of `fresh`).
+    """Our processes running provision's `_housekeep` (the detached half of `fresh`, see housekeeping.spawn).
 
     Ours are told apart from other provisioners' on this machine by their working directory,
     which they inherit from the `provision` process this benchmark started.
     """
     return processes(
         lambda proc, cmdline: (
-            b"-m\x00provision\x00_housekeep" in cmdline and os.readlink(os.path.join(proc, "cwd")) == str(cwd)
+            cmdline.endswith(b"\x00_housekeep\x00")
+            and b"from provision.cli import main" in cmdline
+            and os.readlink(os.path.join(proc, "cwd")) == str(cwd)
         )
     )
 
