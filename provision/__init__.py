@@ -10,11 +10,11 @@ The library surface: load a config, then call the verbs in `provision.api`.
 
 from __future__ import annotations
 
+from .version import __version__
+
 # Not `from typing import TYPE_CHECKING`: typing costs every `provision` command 12 ms of
 # start-up, and mypy treats any name TYPE_CHECKING as true.
 TYPE_CHECKING = False
-
-from .version import __version__
 
 if TYPE_CHECKING:
     from .api import (

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from . import __version__
 from .errors import DOCTOR_FAILED, DRIFT_FOUND, ProvisionError, Refused, exit_codes
 from .targets import KINDS
+from .version import __version__
 
 if TYPE_CHECKING:
     from .config import Config
@@ -301,9 +301,13 @@ def url(obj: Context, database: str | None, show_password: bool) -> None:
     Example:
       export DATABASE_URL="$(provision url chatbi --show-password)"
     """
-    from . import api
+    # Not through api, which imports the build pipeline and so psycopg2: a URL needs no server
+    # library (the lazy boundary, see tests/unit/test_lazy_imports.py).
+    from .targets import make_target
 
-    click.echo(api.database_url(obj.config(), database, show_password=show_password))
+    cfg = obj.config()
+    name = cfg.database(database).name if database else cfg.databases[0].name
+    click.echo(make_target(cfg).endpoint().dsn(name, show_password))
 
 
 @cli.command()
@@ -463,9 +467,10 @@ def doctor(obj: Context, as_json: bool) -> None:
       provision doctor
       DOCKER_HOST=unix:///tmp/nope.sock provision doctor --json
     """
+    cfg = obj.config()  # first: a broken config is reported without importing the server libraries
     from . import api
 
-    result = api.doctor(obj.config())
+    result = api.doctor(cfg)
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "passed": result.passed}, indent=2))
     else:

@@ -203,7 +203,6 @@ _ENV_OTHER = frozenset(
         "PROVISION_CONFIG",
         "PROVISION_DEBUG",
         "PROVISION_KILL_AT",  # the fault-injection hook (pipeline.checkpoint)
-        "PROVISION_FORKSERVER",  # read by the `provision` launcher (launcher.py)
         # Read by the project's scripts, not by provision; often exported in the same shell.
         "PROVISION_TEST_IMAGE",
         "PROVISION_DEBIAN_SUITE",

@@ -45,6 +45,15 @@ def _pids_path(endpoint: Endpoint) -> str:
     return os.path.join(tempfile.gettempdir(), f"provision-housekeeping-{endpoint.host}-{endpoint.port}.pids")
 
 
+# The folder that holds this provision package, first on the child's search path, and the
+# caller's working directory ('') dropped from it: `python -m provision` from the caller's folder
+# would run whatever `provision/` (another checkout) or `yaml.py` lies there instead.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_RUN_CHILD = (
+    "import sys; sys.path[:] = [sys.argv.pop(1), *filter(None, sys.path)]; from provision.cli import main; main()"
+)
+
+
 def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool, templates: bool = True) -> None:
     """Drop the old copies and prepare the next run's spare in a detached process.
 
@@ -55,7 +64,7 @@ def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool
     payload = pickle.dumps(Job(cfg, endpoint, tuple(names), use_cache, templates))
     with open(log_path(), "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "provision", "_housekeep"],
+            [sys.executable, "-c", _RUN_CHILD, _PACKAGE_PARENT, "_housekeep"],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,

@@ -229,7 +229,7 @@ def now() -> str:
 
 
 def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, tables: int) -> str:
-    from . import __version__
+    from .version import __version__
 
     record: dict[str, object] = {
         "provision": __version__,

@@ -5,12 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -150,117 +146,6 @@ def run_cli(
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
-
-
-# ---------------------------------------------------------------- the `provision` command and its forkserver
-
-PROVISION_COMMAND = Path(sys.executable).parent / "provision"  # the console script: provision.launcher
-
-
-def interpreter_of(script: Path) -> list[str]:
-    """The interpreter in a script's #! line: the one that runs it when a user types its name
-    (and so the one whose forkserver it uses: the forkserver's socket is named after it)."""
-    first = script.read_text().splitlines()[0]
-    assert first.startswith("#!"), first
-    return first[2:].split()
-
-
-@dataclass
-class Launcher:
-    """Runs the installed `provision` command with a private runtime folder, so its forkserver is this test's own."""
-
-    runtime: Path
-
-    @property
-    def folder(self) -> Path:
-        return self.runtime / f"provision-{os.getuid()}"
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
-        env["XDG_RUNTIME_DIR"] = str(self.runtime)
-        env.update(extra or {})
-        return env
-
-    def argv(self, *args: str, importtime: bool = False) -> list[str]:
-        # -X importtime makes the launcher list what it imported on stderr: a command the
-        # forkserver ran leaves no `click` there, one run in-process does.
-        interpreter = interpreter_of(PROVISION_COMMAND)
-        return [*interpreter, *(["-X", "importtime"] if importtime else []), str(PROVISION_COMMAND), *args]
-
-    def run(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-        importtime: bool = False,
-        timeout: float = 300,
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args, importtime=importtime),
-            capture_output=True,
-            text=True,
-            env=self.env(env),
-            cwd=cwd,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def server_pids(self) -> list[int]:
-        """Forkservers serving this launcher's folder, found by their command line (which their
-        workers, forked from them, share: those are left out)."""
-        found = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    cmdline = Path(entry.path, "cmdline").read_bytes()
-                    if b"provision.forkserver" in cmdline and str(self.folder).encode() in cmdline:
-                        status = Path(entry.path, "status").read_text()
-                        found[int(entry.name)] = int(status.split("PPid:")[1].split()[0])
-        return sorted(pid for pid, parent in found.items() if parent not in found)
-
-    def start_server(self, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 20) -> int:
-        """Run one command (which starts a forkserver) and wait until the forkserver listens."""
-        assert self.run("--version", cwd=cwd, env=env).returncode == 0
-        return self.wait_for_server(timeout)
-
-    def wait_for_server(self, timeout: float = 20) -> int:
-        """The pid of a forkserver listening in this launcher's folder, once there is one."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if list(self.folder.glob("*.sock")) and self.server_pids():
-                return self.server_pids()[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no forkserver listened in {self.folder} within {timeout} s")
-
-    def stop_servers(self) -> None:
-        for pid in self.server_pids():  # a worker left behind ends with its launcher
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def served_by_forkserver(result: subprocess.CompletedProcess[str]) -> bool:
-    """Whether a run with importtime=True was handed to a forkserver (its launcher never imported click)."""
-    imported = [
-        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
-    ]
-    assert imported, "run it with importtime=True"
-    return "click" not in imported
-
-
-def output_of(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr without the importtime lines."""
-    stderr = "".join(line for line in result.stderr.splitlines(True) if not line.startswith("import time:"))
-    return result.returncode, result.stdout, stderr
-
-
-@pytest.fixture
-def launcher() -> Iterator[Launcher]:
-    # A short path: a unix socket's path must stay under about 100 bytes.
-    runtime = Path(tempfile.mkdtemp(prefix="pv-", dir="/tmp"))
-    found = Launcher(runtime)
-    yield found
-    found.stop_servers()
-    shutil.rmtree(runtime, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- reading a project's databases

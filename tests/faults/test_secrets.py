@@ -54,7 +54,7 @@ class ArgvScanner:
                     self.leaks.append(f"pid {entry.name}: {argv.replace(needle, '<PASSWORD>')[:200]}")
             if argv.startswith("psql "):
                 self.seen.add("psql (docker exec, inside the container)")
-            elif "provision _housekeep" in argv:
+            elif argv.endswith(" _housekeep"):
                 self.seen.add("provision _housekeep")
             elif "-m provision" in argv:
                 self.seen.add("provision")

@@ -1,4 +1,4 @@
-"""`provision --help` and the package import must not pay for the Docker SDK or psycopg2.
+"""Commands that need no server, and the package import, must not pay for the Docker SDK or psycopg2.
 
 Checked in fresh interpreters: this test process has long imported both.
 """
@@ -92,14 +92,44 @@ def test_pytest_plugin_import_is_light(tmp_path: Path) -> None:
     assert not loaded["docker"] and not loaded["psycopg2"]
 
 
-def test_the_launcher_imports_only_what_python_starts_with(tmp_path: Path) -> None:
-    """The `provision` command's first module runs on every command: the forkserver saves the
-    start-up only if this part stays light (no typing, no socket module, nothing of provision's)."""
-    result = python("import re\nimport provision.launcher", tmp_path, "-X", "importtime")
-    assert result.returncode == 0, result.stderr
+PROVISION_COMMAND = Path(sys.executable).parent / "provision"  # the installed console script
+
+
+def imported_by_command(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the real `provision` command, as a user types it, and list every module it imported
+    (PYTHONPROFILEIMPORTTIME is -X importtime for a process whose command line we do not write)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
+    env["PYTHONPROFILEIMPORTTIME"] = "1"
+    result = subprocess.run(
+        [str(PROVISION_COMMAND), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+    )
     modules = {
         line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
     }
-    assert "provision.launcher" in modules  # the probe works
-    assert modules.isdisjoint({"typing", "socket", "click", "dataclasses", "json", "subprocess", *HEAVY})
-    assert {m for m in modules if m.startswith("provision")} == {"provision", "provision.launcher"}
+    return result, modules
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(("--help",), "Exit codes:"), (("--version",), "provision, version"), (("url",), "postgresql://")],
+)
+def test_commands_that_need_no_server_import_no_server_library(
+    tmp_path: Path, args: tuple[str, ...], expected: str
+) -> None:
+    """The lazy boundary: `--help`, `--version` and `url` (a fixed port: the default) answer
+    without psycopg2, the Docker SDK or what they pull in."""
+    result, modules = imported_by_command(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+    assert "provision.cli" in modules  # the probe works
+    heavy = {m for m in modules if m.split(".")[0] in HEAVY}
+    assert not heavy, f"`provision {' '.join(args)}` imported {sorted(heavy)}"
+
+
+def test_a_broken_config_is_reported_before_any_server_library_is_imported(tmp_path: Path) -> None:
+    """doctor's config part: a config it cannot read ends the command without psycopg2 or docker."""
+    (tmp_path / "provision.yaml").write_text("port: [not a port\n")
+    result, modules = imported_by_command("doctor", cwd=tmp_path)
+    assert result.returncode != 0 and "Error:" in result.stderr
+    assert "provision.config" in modules  # the probe works
+    assert not {m for m in modules if m.split(".")[0] in HEAVY}
