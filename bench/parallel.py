@@ -10,10 +10,11 @@ import argparse
 import statistics
 import time
 
-from provision import api, dbops
+from provision import api
+from provision.build.pipeline import fresh_databases, plan_database
 from provision.config import load_config
 from provision.events import ignore
-from provision.pipeline import fresh_databases, plan_database
+from provision.postgres import dbops
 from provision.targets import make_target
 
 

@@ -165,6 +165,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from provision import api
     from provision.config import load_config
+    from provision.testing import templates as test_templates
 
     folder = Path(tempfile.mkdtemp(prefix="provision-pytest-bench-"))
     config = folder / "provision.yaml"
@@ -180,8 +181,8 @@ def main() -> None:
             f"container: {CONTAINER}\ndatabases:\n  chatbi:\n    sql: builtin:chatbi/init_app_tables.sql\n"
             "    alembic_revision: 0001_initial_schema\n"
         )
-    cfg = api.config_for_tests(load_config(config, env={}))
-    templates = api.ensure_templates(cfg)
+    cfg = test_templates.config_for_tests(load_config(config, env={}))
+    templates = test_templates.ensure_templates(cfg)
     ep = templates.endpoint
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "PYTEST_"))}
     env["BENCH_ADMIN_DSN"] = ep.dsn("postgres", show_password=True)

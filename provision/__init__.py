@@ -34,8 +34,8 @@ if TYPE_CHECKING:
         up,
         wait,
     )
+    from .build.drift import CheckResult
     from .config import Config, DatabaseConfig, load_config
-    from .drift import CheckResult
     from .errors import (
         AuthFailed,
         ConfigError,

@@ -437,7 +437,7 @@ def check(
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "drift": result.drift}, indent=2))
     else:
-        from .schema import render
+        from .build.schema import render
 
         for db in result.databases:
             count = len(db.differences)

@@ -390,7 +390,7 @@ SOURCE_SUFFIXES = (".sql", ".sql.gz", ".sql.xz", ".dump")
 
 def _check_sql_file(path: Path, where: str) -> None:
     """A source must be non-empty: UTF-8 SQL text (plain, gzip or xz), or a pg_dump custom-format file."""
-    from .sqlstream import ZSTD_MAGIC, source_kind
+    from .postgres.sqlstream import ZSTD_MAGIC, source_kind
 
     try:
         with path.open("rb") as fh:

@@ -16,7 +16,7 @@ from .errors import ProvisionError
 
 if TYPE_CHECKING:
     from .config import Config
-    from .dbops import Connection
+    from .postgres.dbops import Connection
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -60,8 +60,8 @@ def server_checks(cfg: Config, admin: Connection) -> list[Check]:
 
 
 def _leftovers(cfg: Config, admin: Connection) -> Check:
-    from . import dbops
-    from .pipeline import LEFTOVER_KINDS
+    from .build.pipeline import LEFTOVER_KINDS
+    from .postgres import dbops
 
     rows = dbops.list_databases(admin)
     names = [db.name for db in cfg.databases]
@@ -88,8 +88,8 @@ def _leftovers(cfg: Config, admin: Connection) -> Check:
 
 
 def _templates(cfg: Config, admin: Connection) -> Check:
-    from . import dbops
-    from .pipeline import plan_database, template_name
+    from .build.pipeline import plan_database, template_name
+    from .postgres import dbops
 
     rows = dbops.list_databases(admin)
     version = int(admin.server_version)
@@ -116,7 +116,7 @@ def _templates(cfg: Config, admin: Connection) -> Check:
 
 
 def _lock(admin: Connection) -> Check:
-    from . import dbops
+    from .postgres import dbops
 
     holder = dbops.lock_holder(admin, 0)
     if holder is None:

@@ -18,11 +18,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import dbops
 from .config import Config
 from .endpoint import Endpoint
 from .errors import NotReady
 from .events import EventFn, ignore
+from .postgres import dbops
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ def run(payload: bytes, on_event: EventFn = ignore) -> None:
 def tidy_up(job: Job, server_version: int, on_event: EventFn = ignore) -> None:
     """Under the lock: drop the replaced copies; refresh templates and spares (after `fresh`), and
     clone the snapshots' standbys, so the next fresh or restore is a rename."""
-    from .pipeline import Server, cleanup_leftovers, housekeep, plan_database
-    from .snapshots import ensure_standbys
-    from .sqlstream import BUILD_APP
+    from .build.pipeline import Server, cleanup_leftovers, housekeep, plan_database
+    from .build.snapshots import ensure_standbys
+    from .postgres.sqlstream import BUILD_APP
     from .targets import make_target
 
     cfg = job.config

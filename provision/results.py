@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from .build.pipeline import DatabaseResult, SourceFile
+    from .build.snapshots import Snapshot
     from .endpoint import Endpoint
-    from .pipeline import DatabaseResult, SourceFile
-    from .snapshots import Snapshot
 
 
 @dataclass(frozen=True)

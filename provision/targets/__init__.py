@@ -3,6 +3,11 @@
 A target answers every question whose answer depends on where the server runs: making sure it
 exists and runs, waiting until it accepts logins, where to connect, how to run psql, and what
 `down`, `logs` and `psql` mean for it. Nothing outside this package compares `cfg.target`.
+Lives here: the interface and the one table of kinds, `docker.py` with its engine module
+(`docker_engine.py`, the only module that imports the Docker SDK) and start-up probe, `server.py`.
+
+May import: the top-level modules below `api` (config, errors, events, endpoint, results, doctor),
+`postgres/` and `build/`. Never `testing/`, `api` or `cli`.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..build.pipeline import Server
     from ..config import Config
-    from ..dbops import Connection
     from ..doctor import Check
     from ..endpoint import Endpoint
     from ..events import EventFn
-    from ..pipeline import Server
+    from ..postgres.dbops import Connection
+    from ..postgres.sqlstream import PsqlOutput, PsqlRunner
     from ..results import Command, DownResult, ServerState, UpResult
-    from ..sqlstream import PsqlOutput, PsqlRunner
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,12 @@ class Target(ABC):
         """The config a test run uses against this kind of server."""
         return self.cfg
 
+    @property
+    def throwaway(self) -> bool:
+        """Whether this is provision's own test server, holding nothing durable: it may be recreated
+        when it drifts, and provision may install what recycling needs there."""
+        return False
+
     def unsupported(self, verb: str) -> ConfigError:
         return ConfigError(
             f"`{verb}` manages a Docker container, but target is {self.cfg.target!r}",
@@ -120,8 +131,8 @@ DUMP_ARGS = ("--format=custom", "--no-owner", "--no-privileges")
 
 def local_psql_command(endpoint: Endpoint, database: str) -> Command:
     """An interactive local psql on `database`; the password travels in the environment, never argv."""
+    from ..postgres.sqlstream import find_local_psql
     from ..results import Command
-    from ..sqlstream import find_local_psql
 
     env = dict(os.environ, PGPASSWORD=endpoint.password)
     argv = [find_local_psql(), "-h", endpoint.host, "-p", str(endpoint.port), "-U", endpoint.user, "-d", database]

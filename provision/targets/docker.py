@@ -17,12 +17,12 @@ from ..results import Command, DownResult, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
+    from ..build.pipeline import Server
     from ..config import Config
-    from ..dbops import Connection
-    from ..docker_engine import ContainerInfo, DockerEngine
     from ..doctor import Check, Status
-    from ..pipeline import Server
-    from ..sqlstream import PsqlOutput, PsqlRunner
+    from ..postgres.dbops import Connection
+    from ..postgres.sqlstream import PsqlOutput, PsqlRunner
+    from .docker_engine import ContainerInfo, DockerEngine
 
 # Durability traded for speed on the throwaway server a test run uses; never used by `fresh`.
 # No autovacuum: a pool copy lives for one test, and autovacuum visiting it only does work
@@ -51,14 +51,14 @@ class DockerTarget(Target):
 
     @cached_property
     def engine(self) -> DockerEngine:
-        from ..docker_engine import DockerEngine
+        from .docker_engine import DockerEngine
 
         return DockerEngine.connect()
 
     @cached_property
     def host(self) -> str:
         """The address the published port is reached at: the engine's host when it is remote, else the bind address."""
-        from ..docker_engine import remote_engine_host
+        from .docker_engine import remote_engine_host
 
         try:
             remote = remote_engine_host(os.environ)
@@ -85,8 +85,9 @@ class DockerTarget(Target):
     # ------------------------------------------------------------ up and ready
 
     def ready(self, *, create: bool, recreate: bool, timeout: float, on_event: EventFn) -> tuple[Server, UpResult]:
-        from ..pipeline import Server
-        from ..readiness import ContainerProbe, wait_until_ready
+        from ..build.pipeline import Server
+        from ..postgres.readiness import wait_until_ready
+        from .probe import ContainerProbe
 
         started = time.monotonic()
         engine, name = self.engine, self.container
@@ -113,7 +114,7 @@ class DockerTarget(Target):
         return Server(ep, self.psql_runner(ep), ready.server_version, ready.conn), up
 
     def _ensure_container(self, recreate: bool, on_event: EventFn) -> Action:
-        from ..docker_engine import NameConflict, drift_error, find_drift
+        from .docker_engine import NameConflict, drift_error, find_drift
 
         engine, cfg = self.engine, self.cfg
         info = engine.find(cfg.container)
@@ -207,10 +208,10 @@ class DockerTarget(Target):
         return self.engine.follow_logs(self.container, follow, "all" if tail is None else tail)
 
     def diagnose(self) -> tuple[list[Check], Connection | None]:
-        from .. import dbops
-        from ..docker_engine import check_port_free, engine_origin, find_drift, well_known_sockets
         from ..doctor import Check, guarded
-        from ..readiness import other_major
+        from ..postgres import dbops
+        from .docker_engine import check_port_free, engine_origin, find_drift, well_known_sockets
+        from .probe import other_major
 
         cfg = self.cfg
         how, address = engine_origin(os.environ)
@@ -309,6 +310,11 @@ class DockerTarget(Target):
                 checks.append(Check("server", "fail", exc.message, exc.hint or None))
         return checks, admin
 
+    @property
+    def throwaway(self) -> bool:
+        # The test server's data directory is in memory (for_tests): gone when it stops anyway.
+        return self.cfg.tmpfs
+
     def for_tests(self) -> Config:
         """Its own container `<container>-test` on a free port, its data directory in memory
         (tmpfs), with fsync and friends off, and logins without a password: the SCRAM exchange
@@ -352,7 +358,7 @@ class _ContainerPsql:
         self.target = target
 
     def run(self, database: str, args: Sequence[str], chunks: Iterable[bytes], program: str = "psql") -> PsqlOutput:
-        from ..docker_engine import DockerPsql
+        from .docker_engine import DockerPsql
 
         target = self.target
         return DockerPsql(target.engine, target.container, target.cfg.user).run(database, args, chunks, program)

@@ -12,10 +12,10 @@ from ..results import Command, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
-    from ..dbops import Connection
+    from ..build.pipeline import Server
     from ..doctor import Check
-    from ..pipeline import Server
-    from ..sqlstream import PsqlOutput, PsqlRunner
+    from ..postgres.dbops import Connection
+    from ..postgres.sqlstream import PsqlOutput, PsqlRunner
 
 
 class ServerTarget(Target):
@@ -36,8 +36,8 @@ class ServerTarget(Target):
             )
 
     def ready(self, *, create: bool, recreate: bool, timeout: float, on_event: EventFn) -> tuple[Server, UpResult]:
-        from ..pipeline import Server
-        from ..readiness import wait_until_ready
+        from ..build.pipeline import Server
+        from ..postgres.readiness import wait_until_ready
 
         started = time.monotonic()
         ep = self.endpoint()
@@ -49,7 +49,7 @@ class ServerTarget(Target):
         return Server(ready.endpoint, self.psql_runner(ready.endpoint), ready.server_version, ready.conn), up
 
     def psql_runner(self, endpoint: Endpoint) -> PsqlRunner:
-        from ..sqlstream import LocalPsql
+        from ..postgres.sqlstream import LocalPsql
 
         return LocalPsql(endpoint)
 
@@ -60,7 +60,7 @@ class ServerTarget(Target):
         import os
         import subprocess
 
-        from ..sqlstream import PsqlOutput, find_local_tool
+        from ..postgres.sqlstream import PsqlOutput, find_local_tool
 
         ep = self.endpoint()
         argv = [find_local_tool("pg_dump"), "-h", ep.host, "-p", str(ep.port), "-U", ep.user, *DUMP_ARGS, database]
@@ -69,9 +69,9 @@ class ServerTarget(Target):
         return PsqlOutput(proc.returncode, proc.stderr.decode("utf-8", "replace")[-4000:])
 
     def diagnose(self) -> tuple[list[Check], Connection | None]:
-        from .. import dbops
         from ..doctor import Check, guarded
-        from ..sqlstream import find_local_tool
+        from ..postgres import dbops
+        from ..postgres.sqlstream import find_local_tool
 
         ep = self.endpoint()
         checks = guarded("psql", lambda: Check("psql", "ok", f"local psql: {find_local_tool('psql')}"))

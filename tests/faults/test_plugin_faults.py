@@ -53,13 +53,14 @@ def test_pre_opened_connections_cut_by_a_restart_are_reopened(project: Project, 
     import socket
 
     from provision import api
-    from provision.pool import DatabasePool, SessionLock
+    from provision.testing import templates as test_templates
+    from provision.testing.pool import DatabasePool, SessionLock
 
     with socket.socket() as probe:  # a fixed port, so the restarted server is where the pool looks
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cfg = project.write(port=port).config()
-    templates = api.ensure_templates(cfg, ["chatbi"])
+    templates = test_templates.ensure_templates(cfg, ["chatbi"])
     lock = SessionLock(templates.endpoint)
     pool = DatabasePool(templates.endpoint, "chatbi", templates.templates["chatbi"], lock.token, size=3).start()
     try:

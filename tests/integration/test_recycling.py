@@ -76,7 +76,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Server]:
-    from provision import api
+    from provision.testing import templates as test_templates
 
     folder: Path = tmp_path_factory.mktemp("recycling")
     (folder / "items.sql").write_text(SCHEMA)
@@ -87,8 +87,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
         databases[database] = {"sql": f"{database}.sql"}
     name = NAME_PREFIX + secrets.token_hex(4)
     project = Project(folder / "provision.yaml", name, project_data(name, databases=databases)).write()
-    cfg = api.config_for_tests(project.config())
-    templates = api.ensure_templates(cfg)
+    cfg = test_templates.config_for_tests(project.config())
+    templates = test_templates.ensure_templates(cfg)
     admin = psycopg2.connect(templates.endpoint.dsn("postgres", show_password=True))
     admin.autocommit = True
     try:
@@ -101,7 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
 @contextlib.contextmanager
 def pool_of(server: Server, database: str = "items", **options: Any) -> Iterator[Any]:
     """A started pool of one ready copy, closed (and its copies dropped) afterwards."""
-    from provision.pool import DatabasePool, SessionLock
+    from provision.testing.pool import DatabasePool, SessionLock
 
     lock = SessionLock(server.endpoint)
     made = DatabasePool(
@@ -284,7 +284,7 @@ def test_changed_rows_are_put_back_and_the_copy_reused(server: Server, pool: Any
 def test_a_copy_changed_otherwise_is_dropped(
     server: Server, pool: Any, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provision import recycling
+    from provision.testing import recycling
 
     tried: list[Any] = []
     reset = recycling.reset
@@ -359,7 +359,7 @@ def test_a_reused_copy_is_pristine_and_its_old_name_is_gone(server: Server, pool
 
 def test_a_template_with_an_unlogged_table_never_recycles(server: Server) -> None:
     """Writes to an unlogged table leave no WAL, so nothing could prove such a copy unchanged."""
-    from provision.pool import DatabasePool, SessionLock
+    from provision.testing.pool import DatabasePool, SessionLock
 
     lock = SessionLock(server.endpoint)
     pool = DatabasePool(
@@ -413,7 +413,7 @@ def test_a_template_whose_triggers_or_rules_fire_under_replica_is_never_reset(se
 
 
 def test_with_recycling_off_every_used_copy_is_dropped(server: Server) -> None:
-    from provision.pool import SWITCHED_OFF
+    from provision.testing.pool import SWITCHED_OFF
 
     with pool_of(server, recycle=False) as pool:
         assert use(server, pool, READS["a select"]) is None, "recycling off, yet an unchanged copy was kept"
@@ -439,8 +439,8 @@ def test_a_prepared_transaction_gets_the_copy_dropped_and_rolled_back(server: Se
 def test_copies_made_otherwise_than_file_copy_fail_loudly(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Recycling's proof needs FILE_COPY copies (recycling.COPY_STRATEGY): a pool told to clone
     any other way refuses instead of recycling on a broken premise."""
-    from provision import pool as pool_module
     from provision.errors import ServerError
+    from provision.testing import pool as pool_module
 
     monkeypatch.setattr(pool_module, "STRATEGY", "WAL_LOG")
     with pool_of(server) as pool, pytest.raises(ServerError, match="FILE_COPY"):

@@ -10,6 +10,7 @@ from provision import api
 from provision.config import Config, load_config
 from provision.errors import ConfigError, Refused
 from provision.targets import make_target
+from provision.testing import templates as test_templates
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_local_server_is_allowed(defaults: Config, host: str) -> None:
 
 def test_config_for_tests_uses_a_private_fast_container(defaults: Config) -> None:
     tuned = defaults.with_overrides(server_settings=(("work_mem", "64MB"), ("fsync", "on")))
-    cfg = api.config_for_tests(tuned)
+    cfg = test_templates.config_for_tests(tuned)
     assert cfg.container == "chatbi-postgres-test"
     assert cfg.volume is None and cfg.port == 0 and cfg.cleanup == "sync"
     assert cfg.trust_local is True and defaults.trust_local is False  # only the throwaway test server
@@ -100,7 +101,7 @@ def test_config_for_tests_uses_a_private_fast_container(defaults: Config) -> Non
 
 def test_config_for_tests_leaves_a_server_target_alone(defaults: Config) -> None:
     server = defaults.with_overrides(target="server")
-    assert api.config_for_tests(server) is server
+    assert test_templates.config_for_tests(server) is server
 
 
 def test_command_repr_hides_its_environment() -> None:

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from provision import api
 from provision import cli as cli_module
+from provision.build.pipeline import DatabaseResult
 from provision.config import Config
 from provision.errors import (
     AuthFailed,
@@ -40,7 +41,6 @@ from provision.errors import (
     VerifyFailed,
     exit_codes,
 )
-from provision.pipeline import DatabaseResult
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 SUBCOMMANDS = ("up", "wait", "status", "down", "logs", "psql", "url", "fresh")

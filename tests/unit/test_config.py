@@ -491,9 +491,9 @@ def test_housekeeping_job_carries_a_config_the_child_can_build_from(
     same variables and password, from any working directory."""
     import pickle
 
+    from provision.build.pipeline import plan_database
     from provision.endpoint import Endpoint
     from provision.housekeeping import Job
-    from provision.pipeline import plan_database
 
     (tmp_path / "a.sql").write_text("select 1;\n")
     path = write_yaml(

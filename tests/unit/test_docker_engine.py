@@ -1,4 +1,4 @@
-"""provision.docker_engine without an engine: inspect parsing, drift, endpoint resolution, frames, port probe."""
+"""targets.docker_engine without an engine: inspect parsing, drift, endpoint resolution, frames, port probe."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from docker.context import ContextAPI
 
 from provision.config import Config, load_config
-from provision.docker_engine import (
+from provision.errors import DockerUnavailable, DriftDetected, PortInUse
+from provision.targets.docker_engine import (
     LABEL_MANAGED,
     LABEL_SETTINGS,
     PGDATA,
@@ -27,7 +28,6 @@ from provision.docker_engine import (
     find_drift,
     resolve_endpoint,
 )
-from provision.errors import DockerUnavailable, DriftDetected, PortInUse
 
 ANONYMOUS = "3f4b9c2e" * 8  # what Docker names the image's VOLUME when nothing is mounted there
 

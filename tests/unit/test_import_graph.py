@@ -17,10 +17,13 @@ def module_name(path: Path) -> str:
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
     """Every provision module `path` imports, wherever the import statement stands."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    return imports_in(path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py", modules)
+
+
+def imports_in(text: str, name: str, is_package: bool, modules: set[str]) -> set[str]:
+    package = name if is_package else name.rsplit(".", 1)[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "provision"}
         elif isinstance(node, ast.ImportFrom):
@@ -32,7 +35,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 origin = node.module or ""
             if origin.split(".")[0] != "provision":
                 continue
-            # `from . import dbops` imports the module provision.dbops; `from . import __version__`
+            # `from . import dbops` imports the module provision.postgres.dbops; `from . import __version__`
             # (a name defined in the package's __init__) imports the package itself.
             for alias in node.names:
                 found.add(f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin)
@@ -80,25 +83,26 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_finder_sees_a_cycle_through_a_function_local_import(tmp_path: Path) -> None:
-    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert cycles(edges) == [["a", "b", "c"]]
-    source = tmp_path / "m.py"
-    source.write_text("def f():\n    from provision import dbops\n")
-    assert "provision.dbops" in imports_of_text(source)
-
-
-def imports_of_text(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    return {
-        f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module for a in n.names
+def test_the_finder_sees_imports_inside_functions_and_type_checking() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    modules = {"provision", "provision.build", "provision.build.pipeline", "provision.postgres.dbops", "provision.x"}
+    text = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ..postgres import dbops\n"
+        "def f():\n    from .. import x\n"
+        "def g():\n    from ..version import __version__\n"
+    )
+    assert imports_in(text, "provision.build.pipeline", False, modules) == {
+        "provision.postgres.dbops",
+        "provision.x",
     }
+    assert imports_in("from .. import __version__\n", "provision.build.pipeline", False, modules) == {"provision"}
 
 
 def test_no_import_cycle_in_the_package() -> None:
     edges = graph()
     assert len(edges) > 20, "the walk found too few modules"
-    assert "provision.dbops" in edges["provision.pipeline"] or any(
+    assert "provision.postgres.dbops" in edges["provision.build.pipeline"] or any(
         "dbops" in m for m in edges.get("provision.build.pipeline", set())
     ), "the graph misses a known import"
     found = cycles(edges)
@@ -110,3 +114,31 @@ def test_no_module_imports_the_package_face() -> None:
     edges = graph()
     importers = sorted(name for name, deps in edges.items() if "provision" in deps and name != "provision")
     assert not importers, f"these import the package face (provision/__init__): {importers}"
+
+
+# What each folder may import, as its __init__ says.
+LEAVES = {"provision.config", "provision.errors", "provision.endpoint", "provision.checkpoints", "provision.version"}
+FORBIDDEN = {
+    "provision.postgres": ("provision.build", "provision.targets", "provision.testing", "provision.api"),
+    "provision.build": ("provision.targets", "provision.testing", "provision.api", "provision.cli"),
+    "provision.targets": ("provision.testing", "provision.api", "provision.cli"),
+}
+
+
+def test_each_folder_imports_only_what_its_init_allows() -> None:
+    edges = graph()
+    wrong = []
+    for name, deps in edges.items():
+        for folder, forbidden in FORBIDDEN.items():
+            if name == folder or name.startswith(folder + "."):
+                wrong += [f"{name} -> {dep}" for dep in deps if dep.startswith(forbidden)]
+        if not name.startswith("provision.testing"):
+            wrong += [f"{name} -> {dep}" for dep in deps if dep.startswith("provision.testing")]
+    postgres = [n for n in edges if n.startswith("provision.postgres.")]
+    wrong += [
+        f"{n} -> {d}" for n in postgres for d in edges[n] if not d.startswith("provision.postgres") and d not in LEAVES
+    ]
+    assert not wrong, "imports against the layering: " + "; ".join(sorted(wrong))
+    for folder in ("build", "postgres", "targets", "testing"):
+        doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())) or ""
+        assert "May import" in doc, f"{folder}/__init__ does not say what it may import"

@@ -88,7 +88,7 @@ def test_lazy_attributes_resolve_and_unknown_ones_fail(tmp_path: Path) -> None:
 
 
 def test_pytest_plugin_import_is_light(tmp_path: Path) -> None:
-    loaded = loaded_after("import provision.pytest_plugin", tmp_path)
+    loaded = loaded_after("import provision.testing.plugin", tmp_path)
     assert not loaded["docker"] and not loaded["psycopg2"]
 
 

@@ -6,11 +6,11 @@ import urllib.parse
 
 import pytest
 
-from provision import dbops
-from provision.dbops import derived_name, derived_prefix
+from provision.build.pipeline import spare_name, template_name
 from provision.endpoint import Endpoint
-from provision.pipeline import spare_name, template_name
-from provision.pool import _token_of, new_session_token, pool_name, pool_prefix
+from provision.postgres import dbops
+from provision.postgres.dbops import derived_name, derived_prefix
+from provision.testing.pool import _token_of, new_session_token, pool_name, pool_prefix
 
 KINDS = ("stage", "old", "tpl", "spare", "pool")
 # The suffixes provision really uses: a token_hex(4), a content hash prefix, a pool token and serial.

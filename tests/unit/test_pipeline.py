@@ -1,4 +1,4 @@
-"""provision.pipeline without a server: build plans, content hashes, provenance records."""
+"""provision.build.pipeline without a server: build plans, content hashes, provenance records."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import provision
+from provision.build.pipeline import BuildPlan, plan_database, provenance, read_provenance
 from provision.config import Config, DatabaseConfig, default_databases
-from provision.pipeline import BuildPlan, plan_database, provenance, read_provenance
 
 PG17_2 = 170002
 PG17_4 = 170004
@@ -162,7 +162,7 @@ def test_build_plan_is_a_value() -> None:
 
 
 def test_files_hashed_while_streaming_give_the_same_plan_hash(project: Config) -> None:
-    from provision.sqlstream import SourceMap, stream_files
+    from provision.postgres.sqlstream import SourceMap, stream_files
 
     hashed = plan_database(project, project.databases[0])
     unhashed = plan_database(project, project.databases[0], hash_files=False)

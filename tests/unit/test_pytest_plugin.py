@@ -30,7 +30,7 @@ def test_explicit_plugin_without_autoload_is_inert(
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makepyfile(UNRELATED_SUITE)
     result = pytester.runpytest_subprocess(
-        "-p", "provision.pytest_plugin", "-p", "no:cacheprovider", "--provision-keep"
+        "-p", "provision.testing.plugin", "-p", "no:cacheprovider", "--provision-keep"
     )
     result.assert_outcomes(passed=2)
 
@@ -52,5 +52,5 @@ def test_plugin_options_and_fixtures_are_registered(pytester: pytest.Pytester, n
 
 def test_explicit_plugin_alongside_the_installed_entry_point(pytester: pytest.Pytester, no_engine: None) -> None:
     pytester.makepyfile(UNRELATED_SUITE)
-    result = pytester.runpytest_subprocess("-p", "provision.pytest_plugin", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "provision.testing.plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)

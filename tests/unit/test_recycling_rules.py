@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provision import pool, recycling
-from provision.pool import Tally, summary
+from provision.testing import pool, recycling
+from provision.testing.pool import Tally, summary
 
 
 def test_pool_copies_are_made_the_way_recycling_requires() -> None:

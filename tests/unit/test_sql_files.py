@@ -123,7 +123,7 @@ def test_compressed_and_dump_sources_are_accepted_and_others_refused(tmp_path: P
     import gzip
     import lzma
 
-    from provision.sqlstream import SourceMap, stream_files
+    from provision.postgres.sqlstream import SourceMap, stream_files
 
     text = b"CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n"
     (tmp_path / "a.sql.gz").write_bytes(gzip.compress(text))

@@ -1,4 +1,4 @@
-"""provision.sqlstream: chunked streaming, the source map, psql error mapping, the two-thread pump, psql flags."""
+"""postgres.sqlstream: chunked streaming, the source map, psql error mapping, the two-thread pump, psql flags."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from provision.endpoint import Endpoint
 from provision.errors import ConfigError, ServerError, SqlError
-from provision.sqlstream import (
+from provision.postgres.sqlstream import (
     CHUNK_BYTES,
     LocalPsql,
     PsqlOutput,

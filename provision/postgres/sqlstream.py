@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, Protocol, cast
 
-from .errors import ConfigError, ProvisionError, ServerError, SqlError
+from ..errors import ConfigError, ProvisionError, ServerError, SqlError
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
+    from ..endpoint import Endpoint
 
 # The application_name of every session that builds or clones (psql included), so that a killed
 # run's server-side work can be found and ended by the next run.

@@ -20,9 +20,9 @@ from typing import Literal
 import psycopg2
 from psycopg2 import sql
 
-from . import dbops
-from .dbops import Connection
-from .errors import ServerError
+from ..errors import ServerError
+from ..postgres import dbops
+from ..postgres.dbops import Connection
 
 # How pool copies must be made for the proof below to hold (see the module docstring).
 COPY_STRATEGY = "FILE_COPY"

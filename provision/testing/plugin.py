@@ -1,4 +1,4 @@
-"""The pytest plugin: per-test private database copies from a warm pool; a thin adapter over provision.api.
+"""The pytest plugin: per-test private database copies from a warm pool; a thin adapter over the library.
 
 Inert until one of its fixtures is used. Fixtures:
 
@@ -10,7 +10,7 @@ Inert until one of its fixtures is used. Fixtures:
   configured database.
 - ``provision_tx`` / ``provision_tx_factory``: transactional isolation for large or read-mostly
   data: one copy per database and xdist worker, each test's work rolled back at teardown; the
-  connection's commit() and rollback() work on savepoints (see provision.transactions).
+  connection's commit() and rollback() work on savepoints (see provision.testing.transactions).
 
 Options (or ini keys): ``--provision-config`` / ``provision_config``, ``--provision-keep`` /
 ``provision_keep``, ``--provision-no-recycle`` / ``provision_recycle`` (true by default: copies
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 if TYPE_CHECKING:
-    from .api import TemplateSet
-    from .config import Config
-    from .dbops import Connection
+    from ..config import Config
+    from ..postgres.dbops import Connection
     from .pool import DatabasePool, SessionLock, Tally
+    from .templates import TemplateSet
     from .transactions import TransactionalConnection
 
 
@@ -113,7 +113,7 @@ class ProvisionSession:
 
     def acquire_transactional(self, database: str) -> ProvisionedDatabase:
         """A copy for a worker's transactional tests, with a connection that never really commits."""
-        from . import dbops
+        from ..postgres import dbops
         from .transactions import TransactionalConnection
 
         name, plain = self.pool(database).acquire()
@@ -144,8 +144,8 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 @pytest.fixture(scope="session")
 def provision_session(pytestconfig: pytest.Config) -> Iterator[ProvisionSession]:
-    from . import api
-    from .config import load_config
+    from ..config import load_config
+    from . import templates as templates_lib
     from .pool import SessionLock
 
     path = pytestconfig.getoption("--provision-config")
@@ -155,8 +155,8 @@ def provision_session(pytestconfig: pytest.Config) -> Iterator[ProvisionSession]
         base = pytestconfig.rootpath  # ini paths are relative to the project
     if path and not os.path.isabs(path):
         path = str(base / path)
-    cfg = api.config_for_tests(load_config(path))
-    templates = api.ensure_templates(cfg)
+    cfg = templates_lib.config_for_tests(load_config(path))
+    templates = templates_lib.ensure_templates(cfg)
     session = ProvisionSession(
         cfg,
         templates,

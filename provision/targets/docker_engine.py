@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, BinaryIO
 
-from .config import Config
-from .errors import ContainerError, DockerUnavailable, DriftDetected, ImageUnavailable, PortInUse
-from .sqlstream import BUILD_APP, PsqlOutput, Tail, pump
+from ..config import Config
+from ..errors import ContainerError, DockerUnavailable, DriftDetected, ImageUnavailable, PortInUse
+from ..postgres.sqlstream import BUILD_APP, PsqlOutput, Tail, pump
 
 
 class _Lazy:
@@ -614,7 +614,7 @@ def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
 
 
 def _version() -> str:
-    from .version import __version__
+    from ..version import __version__
 
     return __version__
 

@@ -1,22 +1,16 @@
-"""Waits until the server really accepts logins, polling fast with a deadline, and probes a container meanwhile."""
+"""A container watched while it starts: fail at once if it exits or restart-loops, follow its port, read its log."""
 
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from .dbops import Connection, ServerUnavailable, connect
-from .endpoint import Endpoint
-from .errors import NotReady
-from .retry import call_with_retries
+from ..endpoint import Endpoint
+from ..errors import NotReady
+from ..postgres.dbops import ServerUnavailable
+from .docker_engine import ContainerInfo
 
-if TYPE_CHECKING:
-    from .docker_engine import ContainerInfo
-
-POLL_SECONDS = 0.03
 # How long a cleanly stopped container may stay stopped while we wait (a `docker restart`).
 RESTART_GRACE_SECONDS = 3.0
 # What the server logs when its data directory belongs to another major version.
@@ -38,60 +32,6 @@ def other_major(log: str, volume: str | None, image: str) -> tuple[str, str] | N
         f"export` (or pg_dumpall) what you need, then switch the image, recreate and restore; (3) start empty: "
         f"`provision down --volumes` DESTROYS {where} and its data, then `provision up` initialises it for {now}",
     )
-
-
-@dataclass(frozen=True)
-class Ready:
-    endpoint: Endpoint
-    server_version: int
-    seconds: float
-    attempts: int
-    # The login that proved readiness, still open: the caller's first connection, for free.
-    conn: Connection = field(repr=False)
-
-
-def wait_until_ready(
-    endpoint: Callable[[], Endpoint],
-    timeout: float,
-    check: Callable[[], None] | None = None,
-    log_tail: Callable[[], str] | None = None,
-    interval: float = POLL_SECONDS,
-) -> Ready:
-    """Poll until a login with the configured credentials succeeds over TCP.
-
-    The official image's init phase runs a temporary server on the unix socket only, so a
-    completed TCP login means init is over; a TCP connect alone is not enough, because
-    docker-proxy accepts connections before Postgres listens. `check` runs before every
-    attempt and raises at once (a container that exited or restart-loops); only
-    ServerUnavailable is retried, never AuthFailed.
-    """
-    started = time.monotonic()
-    attempts = 0
-
-    def attempt() -> Ready:
-        nonlocal attempts
-        attempts += 1
-        if check is not None:
-            check()
-        ep = endpoint()
-        remaining = max(2, int(timeout - (time.monotonic() - started)) + 1)
-        conn = connect(ep, timeout=min(remaining, 5), application_name="provision wait")
-        return Ready(ep, int(conn.server_version), time.monotonic() - started, attempts, conn)
-
-    try:
-        return call_with_retries(attempt, retry_on=ServerUnavailable, interval=interval, timeout=timeout)
-    except ServerUnavailable as last:
-        raise NotReady(
-            f"the server was not ready after {timeout:g} s ({attempts} attempts): {last}",
-            hint="raise --timeout (or `timeout:`) if the server is just slow; the log below usually says why",
-            detail=_tail_detail(log_tail),
-        ) from last
-
-
-def _tail_detail(log_tail: Callable[[], str] | None) -> str | None:
-    if log_tail is None:
-        return None
-    return "last lines of the container log:\n" + log_tail()
 
 
 class ContainerProbe:

@@ -18,11 +18,11 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 
-from . import dbops
-from .checkpoints import checkpoint
-from .dbops import Connection
-from .endpoint import Endpoint
-from .sqlstream import BUILD_APP
+from ..postgres import dbops
+from ..checkpoints import checkpoint
+from ..postgres.dbops import Connection
+from ..endpoint import Endpoint
+from ..postgres.sqlstream import BUILD_APP
 
 _lock = threading.Lock()
 # (host, port, database) -> how many commands of this process are running while it is sealed.

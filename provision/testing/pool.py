@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import psycopg2
 
-from . import dbops, recycling
-from .dbops import Connection
-from .endpoint import Endpoint
-from .errors import ProvisionError, ServerError
+from ..endpoint import Endpoint
+from ..errors import ProvisionError, ServerError
+from ..postgres import dbops
+from ..postgres.dbops import Connection
+from . import recycling
 
 _STOP = ""
 # Pool copies are cloned file by file. Recycling requires it (recycling.COPY_STRATEGY says why;

@@ -15,28 +15,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from . import dbops
+from ..postgres import dbops
 from .alembic_stamp import stamp_alembic
-from .checkpoints import checkpoint
-from .config import Config, DatabaseConfig, SeedConfig, resolve_sql_files
-from .dbops import Connection
-from .endpoint import Endpoint
-from .errors import ConfigError, ProvisionError, VerifyFailed
-from .events import Event, EventFn, ignore
-from .retry import call_with_retries
-from .sqlstream import (
-    BUILD_APP,
-    PsqlRunner,
-    SourceKind,
-    SourceMap,
-    describe_psql_failure,
-    describe_restore_failure,
-    psql_args,
-    restore_args,
-    source_kind,
-    stream_dump,
-    stream_files,
-)
+from ..checkpoints import checkpoint
+from ..config import Config, DatabaseConfig, SeedConfig, resolve_sql_files
+from ..postgres.dbops import Connection
+from ..endpoint import Endpoint
+from ..errors import ConfigError, ProvisionError, VerifyFailed
+from ..events import Event, EventFn, ignore
+from ..postgres.retry import call_with_retries
+from ..postgres.sqlstream import BUILD_APP, PsqlRunner, SourceKind, SourceMap, describe_psql_failure, describe_restore_failure, psql_args, restore_args, source_kind, stream_dump, stream_files
 
 if TYPE_CHECKING:
     from .appcommand import CommandPlan
@@ -229,7 +217,7 @@ def now() -> str:
 
 
 def provenance(plan: BuildPlan, content_hash: str, kind: str, built_at: str, tables: int) -> str:
-    from .version import __version__
+    from ..version import __version__
 
     record: dict[str, object] = {
         "provision": __version__,

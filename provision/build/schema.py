@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import ServerError
+from ..errors import ServerError
 
 if TYPE_CHECKING:  # psycopg2 is imported when a schema is read, so compare() and render() stay light
     from psycopg2.extensions import connection as Connection

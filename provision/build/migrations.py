@@ -17,9 +17,9 @@ from pathlib import Path
 
 from . import appcommand
 from .appcommand import CommandPlan, CommandRun, expand_input, plan_command
-from .config import Config, MigrationsConfig
-from .endpoint import Endpoint
-from .errors import ConfigError
+from ..config import Config, MigrationsConfig
+from ..endpoint import Endpoint
+from ..errors import ConfigError
 
 # The placeholders a migrations command may use.
 REVISION_PLACEHOLDER = "{revision}"

@@ -13,9 +13,9 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .config import MAX_IDENTIFIER_BYTES
-from .endpoint import Endpoint
-from .errors import AuthFailed, LockBusy, ServerError
+from ..config import MAX_IDENTIFIER_BYTES
+from ..endpoint import Endpoint
+from ..errors import AuthFailed, LockBusy, ServerError
 
 Connection = psycopg2.extensions.connection
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .dbops import Connection
+from ..postgres.dbops import Connection
 
 # Alembic's own DDL for its version table; a different shape makes `alembic upgrade` misbehave.
 ALEMBIC_TABLE_DDL = (

@@ -10,24 +10,26 @@ kill: copies are made under staging names and put in place by renames in one tra
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from . import dbops
-from .checkpoints import checkpoint
-from .dbops import Connection
-from .endpoint import Endpoint
-from .errors import ConfigError, Refused
-from .events import Event, EventFn, ignore
-from .pipeline import now, read_comment, read_provenance, swap_into_place
-from .retry import call_with_retries
-from .sqlstream import BUILD_APP
+from ..checkpoints import checkpoint
+from ..config import Config
+from ..endpoint import Endpoint
+from ..errors import ConfigError, Refused
+from ..events import Event, EventFn, ignore
+from ..postgres import dbops
+from ..postgres.dbops import Connection
+from ..postgres.retry import call_with_retries
+from ..postgres.sqlstream import BUILD_APP
+from .pipeline import Server, now, read_comment, read_provenance, swap_into_place
 
 # Letters, digits, '.', '_' and '-'; short enough that every derived name fits in 63 bytes.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$")
@@ -295,3 +297,65 @@ class SnapshotExportResult:
     path: str
     size_bytes: int
     seconds: float
+
+
+# ---------------------------------------------------------------- policy: which snapshots a verb acts on, the disk cap
+
+
+def targets_of(cfg: Config, databases: Sequence[str]) -> list[str]:
+    """The databases a snapshot verb acts on: `databases` (each must be configured), else every configured one."""
+    for name in databases:
+        cfg.database(name)  # a clear error for a database that is not configured
+    return list(databases) or [db.name for db in cfg.databases]
+
+
+def check_limit(cfg: Config, admin: Connection, names: Sequence[str], name: str) -> None:
+    """Refused when saving `name` of `names` would take the snapshots past `snapshot_limit_mb`."""
+    if not cfg.snapshot_limit_mb:
+        return
+    current = sum(s.disk_bytes for s in list_snapshots(admin, [db.name for db in cfg.databases]))
+    existing = dbops.list_databases(admin)
+    # A snapshot and its standby each take about the database's size.
+    adding = sum(2 * dbops.database_size(admin, n) for n in names if n in existing)
+    limit = cfg.snapshot_limit_mb * 1_000_000
+    if current + adding > limit:
+        raise Refused(
+            f"saving snapshot {name} would take snapshots to {(current + adding) / 1e6:.0f} MB, past "
+            f"snapshot_limit_mb ({cfg.snapshot_limit_mb} MB); they take {current / 1e6:.0f} MB now",
+            hint="remove old ones (`provision snapshot list`, then `snapshot rm NAME`), or raise snapshot_limit_mb",
+        )
+
+
+def find(cfg: Config, admin: Connection, name: str, databases: Sequence[str]) -> list[Snapshot]:
+    """The snapshots called `name` of `databases` (default: every configured database that has one)."""
+    validate_name(name)
+    known = list_snapshots(admin, [db.name for db in cfg.databases])
+    targets = targets_of(cfg, databases)
+    found = [s for s in known if s.name == name and s.database in targets]
+    missing = [d for d in targets if d not in {s.database for s in found}]
+    if found and not (databases and missing):
+        return found
+    asked = missing if databases else targets
+    damaged = [d for d in asked if standby_db(d, name) in orphaned_standbys(admin, [d])]
+    if damaged:
+        raise ConfigError(
+            f"snapshot {name!r} of {', '.join(damaged)} is gone: its database was dropped by hand, "
+            "and only its standby copy is left",
+            hint=f"`provision snapshot rm {name}` removes what is left; save it again to have it back",
+        )
+    raise unknown(name, asked[0] if databases else None, known)
+
+
+@contextlib.contextmanager
+def readable_copy(server: Server, admin: Connection, snap: Snapshot) -> Iterator[str]:
+    """A database pg_dump can read that holds the snapshot: its standby, or a scratch clone."""
+    from . import drift
+
+    if snap.standby:
+        yield standby_db(snap.database, snap.name)
+        return
+    with drift.scratch(server.endpoint, snap.database) as scratch:
+        dbops.create_database(admin, scratch, template=snapshot_db(snap.database, snap.name))
+        yield scratch
+
+
