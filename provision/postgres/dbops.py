@@ -63,7 +63,9 @@ def connect(
             ) from exc
         if "database" in text and "does not exist" in text:
             raise ServerError(f"database {dbname} does not exist on {ep.host}:{ep.port}") from exc
-        if "is not currently accepting connections" in text:
+        # Only a configured database is ever sealed (build/seal.py); a maintenance database that
+        # refuses logins is a server still coming up, and readiness retries it.
+        if "is not currently accepting connections" in text and dbname != MAINTENANCE_DB:
             raise ServerError(
                 f"database {dbname} on {ep.host}:{ep.port} is not accepting connections",
                 hint="provision closes its databases to new connections while an app's migrations or seed run "
