@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -15,12 +14,21 @@ from .config import Config
 from .errors import ConfigError, ProvisionError
 from .events import EventFn, ignore
 from .results import (
+    CheckResult,
     Command,
     DatabasePlan,
     DatabaseStatus,
+    DoctorResult,
     DownResult,
     FreshPlan,
     FreshResult,
+    RestoredDatabase,
+    Snapshot,
+    SnapshotExportResult,
+    SnapshotList,
+    SnapshotRemoveResult,
+    SnapshotRestoreResult,
+    SnapshotSaveResult,
     StatusResult,
     TemplateStatus,
     UpResult,
@@ -29,16 +37,6 @@ from .session import tables_at_risk
 from .targets import make_target
 
 if TYPE_CHECKING:
-    from .build.drift import CheckResult
-    from .build.snapshots import (
-        Snapshot,
-        SnapshotExportResult,
-        SnapshotList,
-        SnapshotRemoveResult,
-        SnapshotRestoreResult,
-        SnapshotSaveResult,
-    )
-    from .doctor import DoctorResult
     from .endpoint import Endpoint
     from .postgres.dbops import Connection
 
@@ -153,43 +151,11 @@ def connect_admin(cfg: Config) -> Connection:
 def plan_fresh(cfg: Config, *, only: Sequence[str] = (), skip_demo: bool = False, use_cache: bool = True) -> FreshPlan:
     """What `fresh` would do, touching nothing (the dry run)."""
     plans = session.selected(cfg, only, skip_demo)
-    out = []
-    for plan in plans:
-        steps = [
-            f"build {plan.name} into a staging database"
-            + (" (or clone the cached template when its content hash matches)" if use_cache else "")
-        ]
-        if plan.files:
-            steps.append(
-                f"run {len(plan.files)} SQL file(s) with psql -v ON_ERROR_STOP=1"
-                + (" --single-transaction" if plan.database.single_transaction else "")
-            )
-        if plan.database.alembic_revision:
-            steps.append(f"stamp alembic_version = {plan.database.alembic_revision}")
-        if plan.migrations:
-            to = f" (to {plan.revision})" if plan.migrations.alembic else ""
-            steps.append(
-                f"run the migrations{to}: {shlex.join(plan.migrations.command())} in {plan.migrations.runner.cwd}, "
-                f"with the copy's URL in ${plan.migrations.runner.url_env}"
-                + (
-                    f", and {', '.join(k for k, _ in plan.migrations.runner.env)} from `env:`"
-                    if plan.migrations.runner.env
-                    else ""
-                )
-            )
-        if plan.seed_files:
-            steps.append(f"seed: run {len(plan.seed_files)} SQL file(s) with psql")
-        if plan.seed is not None:
-            steps.append(f"seed: {shlex.join(plan.seed.argv)} in {plan.seed.cwd}")
-        if plan.runs_commands:
-            steps.append(f"while the app's commands run, {', '.join(plan.live)} accept no new connections")
-        if plan.database.tables:
-            steps.append(f"verify {len(plan.database.tables)} expected table(s)")
-        steps.append(f"terminate sessions on {plan.name}, swap the new copy into place, drop the old one")
-        out.append(
-            DatabasePlan(plan.name, tuple(steps), plan.files, plan.database.alembic_revision, dict(plan.variables))
-        )
-    return FreshPlan(cfg.target, make_target(cfg).container, tuple(out))
+    out = tuple(
+        DatabasePlan(plan.name, plan.steps(use_cache), plan.files, plan.database.alembic_revision, dict(plan.variables))
+        for plan in plans
+    )
+    return FreshPlan(cfg.target, make_target(cfg).container, out)
 
 
 def fresh(
@@ -295,7 +261,7 @@ def snapshot_save(
             if was_replaced:
                 replaced.append(database)
         mode = _tidy_after(cfg, server, names, emit)
-    return snapshots.SnapshotSaveResult(name, tuple(saved), tuple(replaced), time.monotonic() - started, mode)
+    return SnapshotSaveResult(name, tuple(saved), tuple(replaced), time.monotonic() - started, mode)
 
 
 def snapshot_list(cfg: Config, *, databases: Sequence[str] = ()) -> SnapshotList:
@@ -309,7 +275,7 @@ def snapshot_list(cfg: Config, *, databases: Sequence[str] = ()) -> SnapshotList
     finally:
         admin.close()
     limit = cfg.snapshot_limit_mb * 1_000_000 or None
-    return snapshots.SnapshotList(found, sum(s.disk_bytes for s in found), limit)
+    return SnapshotList(found, sum(s.disk_bytes for s in found), limit)
 
 
 def snapshot_restore(
@@ -338,32 +304,14 @@ def snapshot_restore(
         cleanup_leftovers(admin, names, emit)
         done = snapshots.restore(admin, found, emit)
         mode = _tidy_after(cfg, server, names, emit)
-    restored = tuple(snapshots.RestoredDatabase(s.database, *done[s.database], s.alembic_versions) for s in found)
-    return snapshots.SnapshotRestoreResult(name, restored, time.monotonic() - started, mode)
+    restored = tuple(RestoredDatabase(s.database, *done[s.database], s.alembic_versions) for s in found)
+    return SnapshotRestoreResult(name, restored, time.monotonic() - started, mode)
 
 
 def snapshot_rm(cfg: Config, name: str, *, databases: Sequence[str] = ()) -> SnapshotRemoveResult:
     """Remove snapshot `name` (and its standby) of each database that has one (or of `databases`)."""
-    from .postgres import dbops
-
     with session.locked(cfg, ignore, "snapshot") as (_, admin):
-        try:
-            found = snapshots.find(cfg, admin, name, databases)
-        except ConfigError:
-            # What is left of a snapshot whose template was dropped by hand: its standby.
-            leftovers = [
-                s
-                for s in snapshots.orphaned_standbys(admin, snapshots.targets_of(cfg, databases))
-                if s.endswith("_" + name)
-            ]
-            if not leftovers:
-                raise
-            for standby in leftovers:
-                dbops.drop_database(admin, standby)
-            return snapshots.SnapshotRemoveResult(name, tuple(leftovers))
-        for snap in found:
-            snapshots.remove(admin, snap)
-    return snapshots.SnapshotRemoveResult(name, tuple(s.database for s in found))
+        return SnapshotRemoveResult(name, tuple(snapshots.remove_named(cfg, admin, name, databases)))
 
 
 def snapshot_export(
@@ -394,7 +342,7 @@ def snapshot_export(
             )
     os.replace(partial, target_path)
     size = target_path.stat().st_size
-    return snapshots.SnapshotExportResult(name, snap.database, str(target_path), size, time.monotonic() - started)
+    return SnapshotExportResult(name, snap.database, str(target_path), size, time.monotonic() - started)
 
 
 # ---------------------------------------------------------------- doctor
@@ -412,7 +360,7 @@ def doctor(cfg: Config) -> DoctorResult:
             found += checks.server_checks(cfg, admin)
         finally:
             admin.close()
-    return checks.DoctorResult(tuple(found))
+    return DoctorResult(tuple(found))
 
 
 # ---------------------------------------------------------------- check
@@ -456,7 +404,7 @@ def check(
     with session.locked(cfg, emit, "check", timeout=timeout) as (server, _):
         compare = drift.live_vs_build if live else drift.bootstrap_vs_migrations
         checks = tuple(compare(server, plan, emit, column_order) for plan in plans)
-    return drift.CheckResult(checks, time.monotonic() - started)
+    return CheckResult(checks, time.monotonic() - started)
 
 
 # ---------------------------------------------------------------- status

@@ -9,36 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .errors import ProvisionError
+from .results import Check
 
 if TYPE_CHECKING:
     from .config import Config
     from .postgres.dbops import Connection
-
-Status = Literal["ok", "warn", "fail"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One thing doctor looked at: what it found, and how to fix it when it is not ok."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-
-
-@dataclass(frozen=True)
-class DoctorResult:
-    checks: tuple[Check, ...]
-
-    @property
-    def passed(self) -> bool:
-        """Every check is ok or only a warning."""
-        return all(check.status != "fail" for check in self.checks)
 
 
 def guarded(name: str, run: Callable[[], Check | Sequence[Check]]) -> list[Check]:

@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .build.pipeline import DatabaseResult, SourceFile
-    from .build.snapshots import Snapshot
+    from pathlib import Path
+
+    from .build.schema import Difference
     from .endpoint import Endpoint
+    from .postgres.sqlstream import SourceKind
+
+# What `doctor` says of one check.
+Status = Literal["ok", "warn", "fail"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +124,139 @@ class DownResult:
 class Command:
     argv: list[str]
     env: dict[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    display: str
+    sha256: str
+    size: int
+    kind: SourceKind = "sql"  # how it is loaded: psql (sql, gzip, xz) or pg_restore (dump)
+
+
+@dataclass(frozen=True)
+class DatabaseResult:
+    name: str
+    action: Literal["built", "cloned", "spare"]
+    seconds: float
+    content_hash: str
+    tables: int
+    alembic_revision: str | None
+    replaced: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One saved snapshot of one database."""
+
+    name: str
+    database: str
+    size_bytes: int
+    created_at: str | None
+    alembic_versions: list[str] | None
+    provenance: dict[str, object] | None  # the database's provenance when it was saved
+    standby: bool  # a copy is ready, so a restore is a rename
+    standby_bytes: int = 0
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.size_bytes + self.standby_bytes
+
+
+@dataclass(frozen=True)
+class SnapshotList:
+    snapshots: tuple[Snapshot, ...]
+    total_bytes: int  # snapshots and their standby copies
+    limit_bytes: int | None
+
+
+@dataclass(frozen=True)
+class SnapshotSaveResult:
+    name: str
+    snapshots: tuple[Snapshot, ...]
+    replaced: tuple[str, ...]  # databases whose snapshot of that name was replaced
+    seconds: float
+    housekeeping: Literal["background", "sync"]
+
+
+@dataclass(frozen=True)
+class RestoredDatabase:
+    database: str
+    how: str  # "standby" (a rename) or "cloned"
+    replaced: bool
+    alembic_versions: list[str] | None
+
+
+@dataclass(frozen=True)
+class SnapshotRestoreResult:
+    name: str
+    databases: tuple[RestoredDatabase, ...]
+    seconds: float
+    housekeeping: Literal["background", "sync"]
+
+
+@dataclass(frozen=True)
+class SnapshotRemoveResult:
+    name: str
+    databases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SnapshotExportResult:
+    name: str
+    database: str
+    path: str
+    size_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """One comparison `provision check` made, and what differed."""
+
+    name: str
+    left: str  # what was compared ...
+    right: str  # ... with what
+    differences: tuple[Difference, ...]
+    seconds: float
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    databases: tuple[DatabaseCheck, ...]
+    seconds: float
+
+    @property
+    def drift(self) -> bool:
+        return any(db.differences for db in self.databases)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing doctor looked at: what it found, and how to fix it when it is not ok."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorResult:
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Every check is ok or only a warning."""
+        return all(check.status != "fail" for check in self.checks)
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """A ready server with an up-to-date template for each requested database."""
+
+    endpoint: Endpoint
+    templates: dict[str, str]
+    up: UpResult

@@ -6,38 +6,16 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from ..postgres import dbops
-from . import schema
 from ..endpoint import Endpoint
 from ..errors import ConfigError, ServerError
 from ..events import EventFn
-from .pipeline import BuildPlan, Server, build_into, template_name
-from .schema import Difference
+from ..postgres import dbops
 from ..postgres.sqlstream import BUILD_APP
-
-
-@dataclass(frozen=True)
-class DatabaseCheck:
-    """One comparison `provision check` made, and what differed."""
-
-    name: str
-    left: str  # what was compared ...
-    right: str  # ... with what
-    differences: tuple[Difference, ...]
-    seconds: float
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    databases: tuple[DatabaseCheck, ...]
-    seconds: float
-
-    @property
-    def drift(self) -> bool:
-        return any(db.differences for db in self.databases)
+from ..results import DatabaseCheck
+from . import schema
+from .pipeline import BuildPlan, Server, build_into, template_name
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -15,16 +16,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..postgres import dbops
-from .alembic_stamp import stamp_alembic
 from ..checkpoints import checkpoint
 from ..config import Config, DatabaseConfig, SeedConfig, resolve_sql_files
-from ..postgres.dbops import Connection
 from ..endpoint import Endpoint
 from ..errors import ConfigError, ProvisionError, VerifyFailed
 from ..events import Event, EventFn, ignore
+from ..postgres import dbops
+from ..postgres.dbops import Connection
 from ..postgres.retry import call_with_retries
-from ..postgres.sqlstream import BUILD_APP, PsqlRunner, SourceKind, SourceMap, describe_psql_failure, describe_restore_failure, psql_args, restore_args, source_kind, stream_dump, stream_files
+from ..postgres.sqlstream import (
+    BUILD_APP,
+    PsqlRunner,
+    SourceMap,
+    describe_psql_failure,
+    describe_restore_failure,
+    psql_args,
+    restore_args,
+    source_kind,
+    stream_dump,
+    stream_files,
+)
+from ..results import DatabaseResult, SourceFile
+from .alembic_stamp import stamp_alembic
 
 if TYPE_CHECKING:
     from .appcommand import CommandPlan
@@ -34,15 +47,6 @@ if TYPE_CHECKING:
 LEFTOVER_KINDS = ("stage", "old", "check")
 # Bump when what a build produces changes for the same sources, so old templates are not reused.
 PIPELINE_VERSION = "3"
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    path: Path
-    display: str
-    sha256: str
-    size: int
-    kind: SourceKind = "sql"  # how it is loaded: psql (sql, gzip, xz) or pg_restore (dump)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,38 @@ class BuildPlan:
         if self.migrations is not None and self.migrations.alembic is not None:
             return self.migrations.revision
         return self.database.alembic_revision
+
+    def steps(self, use_cache: bool) -> tuple[str, ...]:
+        """What building this database does, in words (the dry run)."""
+        steps = [
+            f"build {self.name} into a staging database"
+            + (" (or clone the cached template when its content hash matches)" if use_cache else "")
+        ]
+        if self.files:
+            steps.append(
+                f"run {len(self.files)} SQL file(s) with psql -v ON_ERROR_STOP=1"
+                + (" --single-transaction" if self.database.single_transaction else "")
+            )
+        if self.database.alembic_revision:
+            steps.append(f"stamp alembic_version = {self.database.alembic_revision}")
+        if self.migrations:
+            runner = self.migrations.runner
+            to = f" (to {self.revision})" if self.migrations.alembic else ""
+            names = f", and {', '.join(k for k, _ in runner.env)} from `env:`" if runner.env else ""
+            steps.append(
+                f"run the migrations{to}: {shlex.join(self.migrations.command())} in {runner.cwd}, "
+                f"with the copy's URL in ${runner.url_env}{names}"
+            )
+        if self.seed_files:
+            steps.append(f"seed: run {len(self.seed_files)} SQL file(s) with psql")
+        if self.seed is not None:
+            steps.append(f"seed: {shlex.join(self.seed.argv)} in {self.seed.cwd}")
+        if self.runs_commands:
+            steps.append(f"while the app's commands run, {', '.join(self.live)} accept no new connections")
+        if self.database.tables:
+            steps.append(f"verify {len(self.database.tables)} expected table(s)")
+        steps.append(f"terminate sessions on {self.name}, swap the new copy into place, drop the old one")
+        return tuple(steps)
 
     def with_digests(self, digests: Mapping[Path, str]) -> BuildPlan:
         """The same plan with the sha256 of files that were hashed while streaming."""
@@ -171,17 +207,6 @@ def _plan_seed(cfg: Config, database: str, spec: SeedConfig) -> CommandPlan:
         inputs=inputs,
         where=where,
     )
-
-
-@dataclass
-class DatabaseResult:
-    name: str
-    action: Literal["built", "cloned", "spare"]
-    seconds: float
-    content_hash: str
-    tables: int
-    alembic_revision: str | None
-    replaced: bool
 
 
 @dataclass
@@ -583,9 +608,8 @@ def fresh_databases(
         with contextlib.suppress(Exception):
             cleanup_leftovers(admin, [plan.name for plan in plans], what="this run's unfinished copies")
         raise
-    for result in results:
-        result.seconds = time.monotonic() - started
-    return results
+    seconds = time.monotonic() - started
+    return [replace(result, seconds=seconds) for result in results]
 
 
 def swap_into_place(admin: Connection, staged: Sequence[tuple[str, str, str]], on_event: EventFn) -> dict[str, bool]:

@@ -17,8 +17,6 @@ import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 from ..checkpoints import checkpoint
 from ..config import Config
@@ -29,29 +27,14 @@ from ..postgres import dbops
 from ..postgres.dbops import Connection
 from ..postgres.retry import call_with_retries
 from ..postgres.sqlstream import BUILD_APP
+from ..results import (
+    Snapshot,
+)
 from .pipeline import Server, now, read_comment, read_provenance, swap_into_place
 
 # Letters, digits, '.', '_' and '-'; short enough that every derived name fits in 63 bytes.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$")
 KIND = "snapshot"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One saved snapshot of one database."""
-
-    name: str
-    database: str
-    size_bytes: int
-    created_at: str | None
-    alembic_versions: list[str] | None
-    provenance: dict[str, object] | None  # the database's provenance when it was saved
-    standby: bool  # a copy is ready, so a restore is a rename
-    standby_bytes: int = 0
-
-    @property
-    def disk_bytes(self) -> int:
-        return self.size_bytes + self.standby_bytes
 
 
 def validate_name(name: str) -> str:
@@ -252,53 +235,6 @@ def ensure_standbys(admin: Connection, databases: Sequence[str], on_event: Event
 # ---------------------------------------------------------------- what the snapshot verbs return
 
 
-@dataclass(frozen=True)
-class SnapshotList:
-    snapshots: tuple[Snapshot, ...]
-    total_bytes: int  # snapshots and their standby copies
-    limit_bytes: int | None
-
-
-@dataclass(frozen=True)
-class SnapshotSaveResult:
-    name: str
-    snapshots: tuple[Snapshot, ...]
-    replaced: tuple[str, ...]  # databases whose snapshot of that name was replaced
-    seconds: float
-    housekeeping: Literal["background", "sync"]
-
-
-@dataclass(frozen=True)
-class RestoredDatabase:
-    database: str
-    how: str  # "standby" (a rename) or "cloned"
-    replaced: bool
-    alembic_versions: list[str] | None
-
-
-@dataclass(frozen=True)
-class SnapshotRestoreResult:
-    name: str
-    databases: tuple[RestoredDatabase, ...]
-    seconds: float
-    housekeeping: Literal["background", "sync"]
-
-
-@dataclass(frozen=True)
-class SnapshotRemoveResult:
-    name: str
-    databases: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SnapshotExportResult:
-    name: str
-    database: str
-    path: str
-    size_bytes: int
-    seconds: float
-
-
 # ---------------------------------------------------------------- policy: which snapshots a verb acts on, the disk cap
 
 
@@ -359,3 +295,19 @@ def readable_copy(server: Server, admin: Connection, snap: Snapshot) -> Iterator
         yield scratch
 
 
+def remove_named(cfg: Config, admin: Connection, name: str, databases: Sequence[str]) -> list[str]:
+    """Remove snapshot `name` of `databases` (default: each that has one); the databases it was of.
+
+    What is left of a snapshot whose template was dropped by hand (its standby) goes too."""
+    try:
+        found = find(cfg, admin, name, databases)
+    except ConfigError:
+        leftovers = [s for s in orphaned_standbys(admin, targets_of(cfg, databases)) if s.endswith("_" + name)]
+        if not leftovers:
+            raise
+        for standby in leftovers:
+            dbops.drop_database(admin, standby)
+        return leftovers
+    for snap in found:
+        remove(admin, snap)
+    return [s.database for s in found]

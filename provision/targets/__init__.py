@@ -24,12 +24,11 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..build.pipeline import Server
     from ..config import Config
-    from ..doctor import Check
     from ..endpoint import Endpoint
     from ..events import EventFn
     from ..postgres.dbops import Connection
     from ..postgres.sqlstream import PsqlOutput, PsqlRunner
-    from ..results import Command, DownResult, ServerState, UpResult
+    from ..results import Check, Command, DownResult, ServerState, UpResult
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from . import DUMP_ARGS, Target, local_psql_command
 if TYPE_CHECKING:
     from ..build.pipeline import Server
     from ..config import Config
-    from ..doctor import Check, Status
     from ..postgres.dbops import Connection
     from ..postgres.sqlstream import PsqlOutput, PsqlRunner
+    from ..results import Check, Status
     from .docker_engine import ContainerInfo, DockerEngine
 
 # Durability traded for speed on the throwaway server a test run uses; never used by `fresh`.
@@ -208,8 +208,9 @@ class DockerTarget(Target):
         return self.engine.follow_logs(self.container, follow, "all" if tail is None else tail)
 
     def diagnose(self) -> tuple[list[Check], Connection | None]:
-        from ..doctor import Check, guarded
+        from ..doctor import guarded
         from ..postgres import dbops
+        from ..results import Check
         from .docker_engine import check_port_free, engine_origin, find_drift, well_known_sockets
         from .probe import other_major
 
@@ -335,7 +336,7 @@ class DockerTarget(Target):
 
 
 def _disk_check(root: str | None) -> Check:
-    from ..doctor import Check
+    from ..results import Check
 
     if root is None or not os.path.isdir(root):
         return Check("disk", "ok", "the engine keeps its data elsewhere (not visible from here)")

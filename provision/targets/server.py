@@ -13,9 +13,9 @@ from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
     from ..build.pipeline import Server
-    from ..doctor import Check
     from ..postgres.dbops import Connection
     from ..postgres.sqlstream import PsqlOutput, PsqlRunner
+    from ..results import Check
 
 
 class ServerTarget(Target):
@@ -69,9 +69,10 @@ class ServerTarget(Target):
         return PsqlOutput(proc.returncode, proc.stderr.decode("utf-8", "replace")[-4000:])
 
     def diagnose(self) -> tuple[list[Check], Connection | None]:
-        from ..doctor import Check, guarded
+        from ..doctor import guarded
         from ..postgres import dbops
         from ..postgres.sqlstream import find_local_tool
+        from ..results import Check
 
         ep = self.endpoint()
         checks = guarded("psql", lambda: Check("psql", "ok", f"local psql: {find_local_tool('psql')}"))

@@ -31,8 +31,8 @@ import pytest
 if TYPE_CHECKING:
     from ..config import Config
     from ..postgres.dbops import Connection
+    from ..results import TemplateSet
     from .pool import DatabasePool, SessionLock, Tally
-    from .templates import TemplateSet
     from .transactions import TransactionalConnection
 
 

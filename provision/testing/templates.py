@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .. import session
 from ..build.pipeline import ensure_template, prune_templates
 from ..config import Config
-from ..endpoint import Endpoint
 from ..errors import DriftDetected
 from ..events import Event, EventFn, ignore
-from ..results import UpResult
+from ..results import TemplateSet
 from ..targets import make_target
 from . import recycling
 from .pool import remove_dead_copies
@@ -21,15 +19,6 @@ def config_for_tests(cfg: Config) -> Config:
     """The config a test run uses: for the docker target its own container `<container>-test` on a
     free port, data in memory, fsync and friends off; a server target is used as it is."""
     return make_target(cfg).for_tests()
-
-
-@dataclass(frozen=True)
-class TemplateSet:
-    """A ready server with an up-to-date template for each requested database."""
-
-    endpoint: Endpoint
-    templates: dict[str, str]
-    up: UpResult
 
 
 def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventFn | None = None) -> TemplateSet:

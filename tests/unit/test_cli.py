@@ -274,6 +274,17 @@ def test_bad_flag_value_is_a_usage_error() -> None:
     assert isinstance(result.exception, click.BadParameter)
 
 
+@pytest.mark.parametrize(
+    "args", [("--port", "abc", "url"), ("fresh", "--no-such-flag"), ("snapshot", "nope"), ("--target", "cloud", "up")]
+)
+def test_a_bad_flag_exits_2_and_names_it(run_provision: Any, args: tuple[str, ...]) -> None:
+    """Through the real command: usage errors are exit 2 (nothing touched), never a traceback."""
+    result = run_provision(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert any(word in result.stderr for word in ("abc", "--no-such-flag", "nope", "cloud")), result.stderr
+
+
 # ---------------------------------------------------------------- exit codes through main()
 
 ERRORS: list[tuple[type[ProvisionError], int]] = [

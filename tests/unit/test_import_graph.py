@@ -142,3 +142,19 @@ def test_each_folder_imports_only_what_its_init_allows() -> None:
     for folder in ("build", "postgres", "targets", "testing"):
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())) or ""
         assert "May import" in doc, f"{folder}/__init__ does not say what it may import"
+
+
+def test_the_package_face_names_each_public_name_once_and_they_all_resolve() -> None:
+    import provision
+
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    typed = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module != "version"
+        for alias in node.names
+    }
+    lazy = set(provision.__all__) - {"__version__"}
+    assert typed == lazy, f"TYPE_CHECKING imports and the lazy table differ: {typed ^ lazy}"
+    for name in provision.__all__:
+        assert getattr(provision, name) is not None, name

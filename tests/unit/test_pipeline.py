@@ -156,9 +156,20 @@ def test_read_provenance_accepts_minimal_record() -> None:
     assert read_provenance(json.dumps({"hash": "abc"})) == {"hash": "abc"}
 
 
-def test_build_plan_is_a_value() -> None:
-    db = DatabaseConfig(name="a", sql=("x.sql",))
-    assert BuildPlan(db, (), ()) == BuildPlan(db, (), ())
+def test_build_plan_is_a_value(project: Config) -> None:
+    """Planned twice from the same config, a plan is equal and hashes the same; a plan cannot be
+    changed in place, and a changed copy is another plan with another content hash."""
+    import dataclasses
+
+    first = plan_database(project, project.databases[0])
+    again = plan_database(project, project.databases[0])
+    assert first == again and hash(first.content_hash(PG17_2)) == hash(again.content_hash(PG17_2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.variables = (("x", "1"),)  # type: ignore[misc]
+    changed = replace(first, variables=(("x", "1"),))
+    assert changed != first and changed.content_hash(PG17_2) != first.content_hash(PG17_2)
+    assert first.content_hash(PG17_2) == again.content_hash(PG17_2), "replace() changed the original"
+    assert first.steps(True) == again.steps(True) and first.steps(True)[0].startswith(f"build {first.name}")
 
 
 def test_files_hashed_while_streaming_give_the_same_plan_hash(project: Config) -> None:
