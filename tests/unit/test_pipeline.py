@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import provision
-from provision.build.pipeline import BuildPlan, plan_database, provenance, read_provenance
+from provision.build.pipeline import plan_database, provenance, read_provenance
 from provision.config import Config, DatabaseConfig, default_databases
 
 PG17_2 = 170002
