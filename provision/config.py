@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .endpoint import connect_host
 from .errors import ConfigError
+from .names import MAX_IDENTIFIER_BYTES, validate_database_name
 
 if TYPE_CHECKING:
     import yaml
@@ -43,11 +44,7 @@ TARGET_KINDS = ("docker", "server")
 DEFAULT_CONTAINER = "chatbi-postgres"
 DEFAULT_VOLUME = "chatbi-pgdata"
 BUILTIN_PREFIX = "builtin:"
-# Names the server needs, or that provision derives its own databases from.
-RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
-MAX_IDENTIFIER_BYTES = 63
 
-_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -310,30 +307,6 @@ def is_local_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def validate_database_name(name: str, where: str) -> str:
-    if not isinstance(name, str) or not _DB_NAME.fullmatch(name):
-        raise ConfigError(
-            f"invalid database name {name!r} in {where}",
-            hint="use letters, digits, '_' and '-', starting with a letter or '_' (no quotes, spaces or ';')",
-        )
-    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
-        raise ConfigError(
-            f"database name {name[:20]}... in {where} is {len(name.encode())} bytes; PostgreSQL allows 63",
-            hint="choose a shorter name",
-        )
-    if "__" in name:
-        raise ConfigError(
-            f"database name {name!r} in {where} contains '__', which provision keeps for its own copies",
-            hint="use a single '_' instead",
-        )
-    if name in RESERVED_DATABASES:
-        raise ConfigError(
-            f"database name {name!r} in {where} is reserved by PostgreSQL and cannot be rebuilt",
-            hint="configure your application's own databases only",
-        )
-    return name
 
 
 def resolve_sql_files(config: Config, db: DatabaseConfig, seed: bool = False) -> list[Path]:

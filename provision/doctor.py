@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import ProvisionError
+from .names import derived_prefix
 from .results import Check
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def _leftovers(cfg: Config, admin: Connection) -> Check:
         for row in rows
         for name in names
         for kind in (*LEFTOVER_KINDS, "pool")
-        if row.startswith(dbops.derived_prefix(name, kind)) and row not in busy
+        if row.startswith(derived_prefix(name, kind)) and row not in busy
     )
     if not found:
         return Check("leftovers", "ok", "no copies left by crashed runs")
@@ -66,7 +67,8 @@ def _leftovers(cfg: Config, admin: Connection) -> Check:
 
 
 def _templates(cfg: Config, admin: Connection) -> Check:
-    from .build.pipeline import plan_database, template_name
+    from .build.pipeline import plan_database
+    from .names import template_name
     from .postgres import dbops
 
     rows = dbops.list_databases(admin)
@@ -77,7 +79,7 @@ def _templates(cfg: Config, admin: Connection) -> Check:
         with contextlib.suppress(ProvisionError):
             current = template_name(db.name, plan_database(cfg, db).content_hash(version))
         for row in rows:
-            if row.startswith(dbops.derived_prefix(db.name, "tpl")):
+            if row.startswith(derived_prefix(db.name, "tpl")):
                 size = dbops.database_size(admin, row)
                 total += size
                 if row != current:

@@ -11,17 +11,18 @@ from dataclasses import replace
 from ..endpoint import Endpoint
 from ..errors import ConfigError, ServerError
 from ..events import EventFn
+from ..names import derived_name, template_name
 from ..postgres import dbops
 from ..postgres.sqlstream import BUILD_APP
 from ..results import DatabaseCheck
 from . import schema
-from .pipeline import BuildPlan, Server, build_into, template_name
+from .pipeline import BuildPlan, Server, build_into
 
 
 @contextlib.contextmanager
 def scratch(endpoint: Endpoint, database: str) -> Iterator[str]:
     """A private name for a copy of `database` that lives only inside the block (dropped however it ends)."""
-    name = dbops.derived_name(database, "check", secrets.token_hex(4))
+    name = derived_name(database, "check", secrets.token_hex(4))
     try:
         yield name
     finally:

@@ -21,6 +21,7 @@ from ..config import Config, DatabaseConfig, SeedConfig, resolve_sql_files
 from ..endpoint import Endpoint
 from ..errors import ConfigError, ProvisionError, VerifyFailed
 from ..events import Event, EventFn, ignore
+from ..names import derived_name, derived_prefix, spare_name, template_name
 from ..postgres import dbops
 from ..postgres.dbops import Connection
 from ..postgres.retry import call_with_retries
@@ -277,14 +278,6 @@ def read_provenance(comment: str | None) -> dict[str, object] | None:
     return data if data is not None and "hash" in data else None
 
 
-def template_name(database: str, content_hash: str) -> str:
-    return dbops.derived_name(database, "tpl", content_hash[:16])
-
-
-def spare_name(database: str, content_hash: str) -> str:
-    return dbops.derived_name(database, "spare", content_hash[:16])
-
-
 def _token() -> str:
     return secrets.token_hex(4)
 
@@ -472,7 +465,7 @@ def cleanup_leftovers(
     rows = dbops.list_databases(admin)
     dropped = []
     for database in names:
-        prefixes = tuple(dbops.derived_prefix(database, kind) for kind in LEFTOVER_KINDS)
+        prefixes = tuple(derived_prefix(database, kind) for kind in LEFTOVER_KINDS)
         for row in rows:
             if row.startswith(prefixes):
                 dbops.drop_database(admin, row)
@@ -505,7 +498,7 @@ def _from_cache(
     record = read_provenance(rows[tpl].comment) or {}
     built_at = str(record.get("built_at", now()))
     tables = int(str(record.get("tables", 0)))
-    stage = dbops.derived_name(plan.name, "stage", _token())
+    stage = derived_name(plan.name, "stage", _token())
     spare = spare_name(plan.name, content_hash)
     if spare in rows:
         # Claimed under a staging name, so a crash from here on leaves a leftover, not a stale spare.
@@ -520,7 +513,7 @@ def _from_cache(
 def _build(server: Server, plan: BuildPlan, on_event: EventFn, template_now: bool) -> Prepared:
     """Build from the SQL; with `template_now` also clone the result into the cache before it is swapped
     in (cheaper than building the template again later, when the caller waits for the tidy-up anyway)."""
-    stage = dbops.derived_name(plan.name, "stage", _token())
+    stage = derived_name(plan.name, "stage", _token())
     streamed = SourceMap()
     tables = build_into(server, plan, stage, on_event, streamed)
     plan = plan.with_digests(streamed.digests)
@@ -620,7 +613,7 @@ def swap_into_place(admin: Connection, staged: Sequence[tuple[str, str, str]], o
     """
     started = time.monotonic()
     existing = dbops.list_databases(admin)
-    olds = {name: dbops.derived_name(name, "old", _token()) if name in existing else None for name, _, _ in staged}
+    olds = {name: derived_name(name, "old", _token()) if name in existing else None for name, _, _ in staged}
     batch = [dbops.Swap(name, stage, olds[name], comment) for name, stage, comment in staged]
 
     # A client can reconnect between terminating sessions and the rename; that is
@@ -681,7 +674,7 @@ def ensure_template(
             return tpl
         if row is not None:
             dbops.drop_database(admin, tpl)
-    stage = dbops.derived_name(plan.name, "stage", _token())
+    stage = derived_name(plan.name, "stage", _token())
     message = "clone the new copy as the cached template" if clone_from else "build the cached template"
     with _timed(on_event, message, plan.name):
         if clone_from:
@@ -735,7 +728,7 @@ def housekeep(
         with dbops.connection(server.endpoint, application_name=BUILD_APP) as admin:
             rows = dbops.list_databases(admin)
             for name in rows:
-                if name.startswith(dbops.derived_prefix(plan.name, "spare")) and name != spare:
+                if name.startswith(derived_prefix(plan.name, "spare")) and name != spare:
                     dbops.drop_database(admin, name)
             if spare not in rows:
                 with _timed(on_event, "clone a spare copy for the next run", plan.name):
@@ -746,7 +739,7 @@ def housekeep(
 
 def prune_templates(admin: Connection, database: str, keep: int, current: str, on_event: EventFn = ignore) -> list[str]:
     """Keep the newest `keep` templates of `database` (always the current one); drop the rest."""
-    prefix = dbops.derived_prefix(database, "tpl")
+    prefix = derived_prefix(database, "tpl")
     rows = dbops.list_databases(admin)
     templates = []
     for name, row in rows.items():

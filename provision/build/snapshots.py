@@ -23,6 +23,7 @@ from ..config import Config
 from ..endpoint import Endpoint
 from ..errors import ConfigError, Refused
 from ..events import Event, EventFn, ignore
+from ..names import derived_name, derived_prefix, snapshot_db, standby_db
 from ..postgres import dbops
 from ..postgres.dbops import Connection
 from ..postgres.retry import call_with_retries
@@ -46,14 +47,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def snapshot_db(database: str, name: str) -> str:
-    return dbops.derived_name(database, "snap", name)
-
-
-def standby_db(database: str, name: str) -> str:
-    return dbops.derived_name(database, "standby", name)
-
-
 def _record(comment: str | None) -> dict[str, object] | None:
     data = read_comment(comment)
     return data if data is not None and data.get("kind") == KIND else None
@@ -64,7 +57,7 @@ def list_snapshots(admin: Connection, databases: Sequence[str]) -> list[Snapshot
     rows = dbops.list_databases(admin)
     found = []
     for database in databases:
-        prefix = dbops.derived_prefix(database, "snap")
+        prefix = derived_prefix(database, "snap")
         for row_name, row in rows.items():
             record = _record(row.comment) if row_name.startswith(prefix) else None
             if record is None or record.get("database") != database:
@@ -93,7 +86,7 @@ def orphaned_standbys(admin: Connection, databases: Sequence[str]) -> list[str]:
     rows = dbops.list_databases(admin)
     out = []
     for database in databases:
-        prefix = dbops.derived_prefix(database, "standby")
+        prefix = derived_prefix(database, "standby")
         for row_name in rows:
             if row_name.startswith(prefix):
                 name = row_name[len(prefix) :]
@@ -156,10 +149,10 @@ def save(
         "alembic_versions": versions,
         "provenance": source,
     }
-    stage = dbops.derived_name(database, "stage", secrets.token_hex(4))
+    stage = derived_name(database, "stage", secrets.token_hex(4))
     _copy_ending_sessions(admin, stage, database, f"copying {database} for snapshot {name}")
     checkpoint("snapshot-staged")
-    old = dbops.derived_name(database, "old", secrets.token_hex(4)) if target in rows else None
+    old = derived_name(database, "old", secrets.token_hex(4)) if target in rows else None
     swap = dbops.Swap(target, stage, old, json.dumps(record, separators=(",", ":")))
     with dbops.server_errors(f"saving snapshot {name} of {database}"):
         dbops.swap_in(admin, [swap], make_template=True)
@@ -186,7 +179,7 @@ def restore(
     rows = dbops.list_databases(admin)
     for snap in snapshots:
         started = time.monotonic()
-        stage = dbops.derived_name(snap.database, "stage", secrets.token_hex(4))
+        stage = derived_name(snap.database, "stage", secrets.token_hex(4))
         standby = standby_db(snap.database, snap.name)
         if standby in rows:
             # Claimed under a staging name: a crash from here on leaves a leftover, not a used standby.

@@ -7,10 +7,11 @@ import contextlib
 from ..config import Config
 from ..endpoint import Endpoint
 from ..errors import ProvisionError
+from ..names import derived_prefix, template_name
 from ..postgres import dbops
 from ..postgres.dbops import Connection
 from ..results import DatabaseStatus, TemplateStatus
-from .pipeline import BuildPlan, plan_database, read_provenance, template_name
+from .pipeline import BuildPlan, plan_database, read_provenance
 
 
 def describe(
@@ -27,7 +28,7 @@ def describe(
             current_hash = plan.content_hash(version)
         current_tpl = template_name(db.name, current_hash) if current_hash else None
         for name, row in rows.items():
-            if name.startswith(dbops.derived_prefix(db.name, "tpl")):
+            if name.startswith(derived_prefix(db.name, "tpl")):
                 record = read_provenance(row.comment) or {}
                 templates.append(
                     TemplateStatus(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,6 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from ..config import MAX_IDENTIFIER_BYTES
 from ..endpoint import Endpoint
 from ..errors import AuthFailed, LockBusy, ServerError
 
@@ -24,8 +22,6 @@ MAINTENANCE_DB = "postgres"
 # marks a live test session n, so its pool copies are never mistaken for a crashed run's.
 LOCK_NAMESPACE = 0x70726F76  # "prov"
 LOCK_WAIT_SECONDS = 600
-# The longest suffix provision appends: a pool copy's "<8 hex>_<serial>" or a 16-hex hash.
-_SUFFIX_ROOM = 24
 
 
 class ServerUnavailable(ServerError):
@@ -109,23 +105,6 @@ def execute(
 
 
 # ---------------------------------------------------------------- names
-
-
-def derived_name(database: str, kind: str, suffix: str = "") -> str:
-    """The name of one of provision's own copies of `database` (staging, old, template, spare, pool).
-
-    Configured names may not contain '__', so these never collide with them.
-    """
-    # Decided on the name without the suffix, so derived_prefix() agrees with every derived_name().
-    base = f"{database}__{kind}_"
-    if len(base.encode()) + _SUFFIX_ROOM > MAX_IDENTIFIER_BYTES:
-        digest = hashlib.sha1(database.encode()).hexdigest()[:8]
-        base = f"{database[:16]}_{digest}__{kind}_"
-    return base + suffix
-
-
-def derived_prefix(database: str, kind: str) -> str:
-    return derived_name(database, kind, "")
 
 
 # ---------------------------------------------------------------- server facts

@@ -14,6 +14,7 @@ import psycopg2
 
 from ..endpoint import Endpoint
 from ..errors import ProvisionError, ServerError
+from ..names import pool_name, pool_prefix
 from ..postgres import dbops
 from ..postgres.dbops import Connection
 from . import recycling
@@ -30,14 +31,6 @@ SWITCHED_OFF = "provision_recycle = false"
 
 def new_session_token() -> int:
     return secrets.randbits(31)
-
-
-def pool_prefix(database: str) -> str:
-    return dbops.derived_prefix(database, "pool")
-
-
-def pool_name(database: str, token: int, serial: int) -> str:
-    return dbops.derived_name(database, "pool", f"{token:08x}_{serial}")
 
 
 def _token_of(name: str, database: str) -> int | None:

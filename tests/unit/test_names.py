@@ -6,11 +6,10 @@ import urllib.parse
 
 import pytest
 
-from provision.build.pipeline import spare_name, template_name
 from provision.endpoint import Endpoint
+from provision.names import derived_name, derived_prefix, pool_name, pool_prefix, spare_name, template_name
 from provision.postgres import dbops
-from provision.postgres.dbops import derived_name, derived_prefix
-from provision.testing.pool import _token_of, new_session_token, pool_name, pool_prefix
+from provision.testing.pool import _token_of, new_session_token
 
 KINDS = ("stage", "old", "tpl", "spare", "pool")
 # The suffixes provision really uses: a token_hex(4), a content hash prefix, a pool token and serial.
