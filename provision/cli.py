@@ -779,7 +779,8 @@ def _confirm_drop(names: Sequence[str]) -> bool:
     listing = ", ".join(names)
     if not sys.stdin.isatty():
         raise Refused(
-            f"dropping {listing} needs confirmation and there is no terminal to ask: they hold a branch's data",
+            f"dropping {listing} needs confirmation and there is no terminal to ask: they hold a branch's data. "
+            "Nothing was changed",
             hint="pass --yes to drop them",
         )
     return click.confirm(f"Drop {listing}? They hold a branch's data", default=False)

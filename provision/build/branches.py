@@ -177,7 +177,7 @@ def switch(
     if not switching:
         _adopt(admin, rows, moves, branch)
         return tuple(moves)
-    if dropping and not (confirm_drop is not None and confirm_drop([name for name, _ in dropping])):
+    if dropping and not (confirm_drop is not None and confirm_drop([f"{name} ({why})" for name, why in dropping])):
         raise Refused(
             "switching to "
             + branch
