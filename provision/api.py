@@ -572,8 +572,10 @@ def branch_switch(
     emit = on_event or ignore
     started = time.monotonic()
     here = checkout(cfg.base_dir)
-    plans = session.selected(cfg, (), False)
+    # The sources are hashed while the server is made ready: the hook waits for both.
+    planning = session.in_background(lambda: session.selected(cfg, (), False))
     with session.locked(cfg, emit, "branch") as (server, admin):
+        plans = planning()
         cleanup_leftovers(admin, [p.name for p in plans], emit)
         agree = (lambda _: True) if yes else confirm
         moves = branches.switch(cfg, server, admin, plans, here.branch, agree, emit)

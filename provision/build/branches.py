@@ -225,7 +225,8 @@ def switch(
     checkpoint("branch-swapped")
     for old in olds:
         dbops.drop_database(admin, old)
-    _adopt(admin, dbops.list_databases(admin), final, branch)
+    if any(m.action == "adopted" for m in final):
+        _adopt(admin, dbops.list_databases(admin), final, branch)
     final = [
         BranchMove(m.database, m.previous, m.action, m.kept_as, tuple(n for n, _ in dropping if db_of(n, m.database)))
         if m.action not in ("unchanged", "adopted")
@@ -346,7 +347,8 @@ def notice(rows: dict[str, DatabaseRow], databases: Sequence[str], branch: str, 
 
 def state_file(cfg: Config, here: Checkout) -> Path:
     """The hook's note of the branch the databases follow: per worktree, per config file."""
-    tag = hashlib.sha1(cfg.source.encode()).hexdigest()[:8]
+    source = str(Path(cfg.source).resolve()) if Path(cfg.source).is_file() else cfg.source
+    tag = hashlib.sha1(source.encode()).hexdigest()[:8]
     return here.git_dir / f"{STATE_FILE}-{tag}"
 
 
