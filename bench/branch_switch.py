@@ -6,7 +6,8 @@ its own container (removed at the end). Every iteration times, in the same proce
 alternating order, `git checkout other` with the hook installed (the databases switch: renames)
 and the same checkout with the hook moved aside (the baseline), and likewise a checkout that
 stays on the branch (the hook's no-op path, which ends in the shell). Reports medians, min-max
-and the median of the paired differences (hook - baseline, within one iteration).
+and the median of the paired differences (hook - baseline, within one iteration); and, as the floor
+of any Python command, `provision --version`.
 
 Run: .venv/bin/python bench/branch_switch.py [--iterations 15] [--case chatbi|demo]
 """
@@ -119,6 +120,7 @@ def run_case(case: str, iterations: int) -> None:
     with api.connect_admin(cfg) as admin:
         size = dbops.database_size(admin, cfg.databases[0].name)
     switch: dict[str, list[float]] = {"hook": [], "baseline": []}
+    floor: list[float] = []  # `provision --version`: the interpreter and the CLI's imports, no server
     noop: dict[str, list[float]] = {"hook": [], "baseline": []}
 
     def hooked(branch: str) -> float:
@@ -148,10 +150,15 @@ def run_case(case: str, iterations: int) -> None:
             h, b = pair(lambda: hooked("main"), lambda: baseline("main"), flip)
             noop["hook"].append(h)
             noop["baseline"].append(b)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "provision", "--version"], capture_output=True, check=True)
+            floor.append(time.perf_counter() - started)
     finally:
         api.down(cfg, volumes=True)
         shutil.rmtree(top.parent, ignore_errors=True)
-    print(f"{case}: {cfg.databases[0].name}, {size / 1e6:.0f} MB, {iterations} iterations")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{case}: {cfg.databases[0].name}, {size / 1e6:.0f} MB, {iterations} iterations, load average {load:.1f}")
+    print(f"  `provision --version` (Python start and imports): median {statistics.median(floor):.3f}s")
     for label, timings in (("switch (renames)", switch), ("no-op checkout", noop)):
         for side in ("hook", "baseline"):
             values = timings[side]

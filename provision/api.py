@@ -655,7 +655,7 @@ def branch_install_hook(cfg: Config, *, force: bool = False) -> HookResult:
             hint="pass --force to replace it, or add `provision -c CONFIG branch --quiet` to it yourself",
         )
     config = str(Path(cfg.source).resolve())
-    text = branches.hook_script(sys.executable, config, branches.state_file(cfg, here).name)
+    text = branches.hook_script(sys.executable, config, here.top.resolve(), branches.state_file(cfg, here).resolve())
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")

@@ -366,18 +366,19 @@ def remember(cfg: Config, here: Checkout, branch: str) -> None:
 HOOK_MARK = "# provision branch install-hook"
 
 
-def hook_script(python: str, config: str, state: str) -> str:
-    """The post-checkout hook. A checkout that leaves the branch as the databases follow it ends in the
-    shell (two `git` calls, no Python); a file checkout ($3 = 0) or a detached HEAD ends at once."""
+def hook_script(python: str, config: str, top: Path, state: Path) -> str:
+    """The post-checkout hook. A checkout that leaves the branch as the databases follow it ends in the shell
+    (one `git` call, no Python); so do a file checkout ($3 = 0), a detached HEAD, and a checkout in another
+    worktree of the repository (hooks are shared; the config follows the worktree it was installed from)."""
     import shlex
 
     return f"""#!/bin/sh
 {HOOK_MARK}: the dev databases follow the branch checked out.
 [ "$3" = 1 ] || exit 0
+[ "$(pwd -P)" = {shlex.quote(str(top))} ] || exit 0
 ref=$(git symbolic-ref -q HEAD) || exit 0
-state="$(git rev-parse --git-dir)/{state}"
-if [ -f "$state" ]; then
-    read -r last < "$state"
+if [ -f {shlex.quote(str(state))} ]; then
+    read -r last < {shlex.quote(str(state))}
     [ "$last" = "${{ref#refs/heads/}}" ] && exit 0
 fi
 exec {shlex.quote(python)} -m provision -c {shlex.quote(config)} branch --quiet

@@ -215,3 +215,21 @@ def test_outside_git_the_feature_says_so_and_does_nothing(project: Project) -> N
     done = cli(project, "branch")
     assert done.returncode == 13, done.stdout + done.stderr
     assert "not in a git repository" in done.stderr and "Hint:" in done.stderr
+
+
+def test_branch_copies_count_toward_the_disk_cap(repo: Project) -> None:
+    add_row(repo, "on-main")
+    repo.write(snapshot_limit_mb=1)  # an uncommitted change: it stays across `git switch`
+    git(repo.dir, "switch", "-q", "feature")
+    refused = cli(repo, "branch")
+    assert refused.returncode == 9, refused.stdout + refused.stderr
+    assert "past snapshot_limit_mb" in refused.stderr and "Nothing was changed" in refused.stderr
+    assert rows(repo) == ["on-main"] and branch_copies(repo) == []
+
+    # Room for main's copy (about 9 MB), but not for a snapshot beside it: 2 x 9 MB + 9 MB > 20 MB,
+    # where the snapshot alone (18 MB) would fit.
+    repo.write(snapshot_limit_mb=20)
+    assert actions(switch(repo)) == {"chatbi": "built"}
+    saved = cli(repo, "snapshot", "save", "s1")
+    assert saved.returncode == 9, saved.stdout + saved.stderr
+    assert "branch copies included" in saved.stderr

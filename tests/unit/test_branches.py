@@ -78,10 +78,11 @@ def test_the_hook_starts_python_only_when_the_branch_differs_from_the_noted_one(
     fake.write_text(f'#!/bin/sh\necho "$@" >> {ran}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     hook = repo / ".git" / "hooks" / "post-checkout"
-    hook.write_text(branches.hook_script(str(fake), "/cfg/provision.yaml", "provision-branch-test"))
-    hook.chmod(0o755)
     state = repo / ".git" / "provision-branch-test"
+    hook.write_text(branches.hook_script(str(fake), "/cfg/provision.yaml", repo.resolve(), state))
+    hook.chmod(0o755)
     git(repo, "branch", "other")
+    git(repo, "worktree", "add", "-q", "-b", "elsewhere", str(tmp_path / "wt"))  # a checkout in another worktree
 
     def runs() -> int:
         return len(ran.read_text().splitlines()) if ran.exists() else 0
@@ -92,6 +93,7 @@ def test_the_hook_starts_python_only_when_the_branch_differs_from_the_noted_one(
     git(repo, "checkout", "-q", "other")  # the noted branch: nothing starts
     git(repo, "checkout", "-q", "--", "a.txt")  # a file checkout ($3 = 0)
     git(repo, "checkout", "-q", "--detach")  # detached HEAD
+    git(tmp_path / "wt", "checkout", "-q", "-b", "yet-another")  # another worktree: not the config's
     assert runs() == 1
     git(repo, "checkout", "-q", "main")  # another branch than the noted one
     assert runs() == 2
