@@ -366,7 +366,7 @@ def remember(cfg: Config, here: Checkout, branch: str) -> None:
 HOOK_MARK = "# provision branch install-hook"
 
 
-def hook_script(python: str, config: str, top: Path, state: Path) -> str:
+def hook_script(command: Sequence[str], config: str, top: Path, state: Path) -> str:
     """The post-checkout hook. A checkout that leaves the branch as the databases follow it ends in the shell
     (one `git` call, no Python); so do a file checkout ($3 = 0), a detached HEAD, and a checkout in another
     worktree of the repository (hooks are shared; the config follows the worktree it was installed from)."""
@@ -381,7 +381,7 @@ if [ -f {shlex.quote(str(state))} ]; then
     read -r last < {shlex.quote(str(state))}
     [ "$last" = "${{ref#refs/heads/}}" ] && exit 0
 fi
-exec {shlex.quote(python)} -m provision -c {shlex.quote(config)} branch --quiet
+exec {shlex.join(command)} -c {shlex.quote(config)} branch --quiet
 """
 
 

@@ -79,7 +79,7 @@ def test_the_hook_starts_python_only_when_the_branch_differs_from_the_noted_one(
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     hook = repo / ".git" / "hooks" / "post-checkout"
     state = repo / ".git" / "provision-branch-test"
-    hook.write_text(branches.hook_script(str(fake), "/cfg/provision.yaml", repo.resolve(), state))
+    hook.write_text(branches.hook_script([str(fake), "-m", "provision"], "/cfg/provision.yaml", repo.resolve(), state))
     hook.chmod(0o755)
     git(repo, "branch", "other")
     git(repo, "worktree", "add", "-q", "-b", "elsewhere", str(tmp_path / "wt"))  # a checkout in another worktree
