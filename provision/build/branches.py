@@ -178,12 +178,9 @@ def switch(
         _adopt(admin, rows, moves, branch)
         return tuple(moves)
     if dropping and not (confirm_drop is not None and confirm_drop([f"{name} ({why})" for name, why in dropping])):
+        listing = "; ".join(f"{name} ({why})" for name, why in dropping)
         raise Refused(
-            "switching to "
-            + branch
-            + " would drop "
-            + "; ".join(f"{name} ({why})" for name, why in dropping)
-            + ": the only copy of that data. Nothing was changed",
+            f"switching to {branch} would drop {listing}: the only copy of that data. Nothing was changed",
             hint="pass --yes to drop them and rebuild from the sources; or save what you need first "
             "(`provision snapshot save NAME` after switching by hand)",
         )
@@ -218,7 +215,7 @@ def switch(
         else:
             stage, how = built[db]
             plan = next(p for p in to_build if p.name == db)
-            record = _built_record(admin, plan, version, stage)
+            record = _built_record(admin, plan, version)
             renames.append(dbops.Rename(stage, db, _json({**record, "branch": branch, "branch_at": stamp})))
             final.append(BranchMove(db, move.previous, how, move.kept_as, None))
     _swap(admin, renames, [m.database for m in moves if m.action in ("renamed", "built")], branch)
@@ -247,7 +244,8 @@ def _adopt(admin: Connection, rows: dict[str, DatabaseRow], moves: Sequence[Bran
             dbops.comment_on(admin, move.database, _json(record))
 
 
-def _built_record(admin: Connection, plan: BuildPlan, version: int, stage: str) -> dict[str, object]:
+def _built_record(admin: Connection, plan: BuildPlan, version: int) -> dict[str, object]:
+    """The provenance of a copy of the plan's template, as `fresh` records it."""
     content_hash = plan.content_hash(version)
     tpl = dbops.list_databases(admin).get(template_name(plan.name, content_hash))
     made = read_comment(tpl.comment) if tpl is not None else None
