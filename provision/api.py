@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from . import session
@@ -12,8 +14,11 @@ from .build import snapshots
 from .build.pipeline import Server
 from .config import Config
 from .errors import ConfigError, ProvisionError
-from .events import EventFn, ignore
+from .events import Event, EventFn, ignore
 from .results import (
+    BranchList,
+    BranchPruneResult,
+    BranchSwitchResult,
     CheckResult,
     Command,
     DatabasePlan,
@@ -22,6 +27,7 @@ from .results import (
     DownResult,
     FreshPlan,
     FreshResult,
+    HookResult,
     RestoredDatabase,
     Snapshot,
     SnapshotExportResult,
@@ -38,18 +44,27 @@ from .targets import make_target
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .gitrepo import Checkout
     from .postgres.dbops import Connection
 
 __all__ = [
+    "BranchList",
+    "BranchPruneResult",
+    "BranchSwitchResult",
     "Command",
     "DatabasePlan",
     "DatabaseStatus",
     "DownResult",
     "FreshPlan",
     "FreshResult",
+    "HookResult",
     "StatusResult",
     "TemplateStatus",
     "UpResult",
+    "branch_install_hook",
+    "branch_list",
+    "branch_prune",
+    "branch_switch",
     "check",
     "connect",
     "connect_admin",
@@ -190,10 +205,15 @@ def fresh(
 
     with session.holding_lock(cfg, server, "fresh", emit, wait=wait_for_lock) as lock_conn:
         names = [p.name for p in plans]
+        here = _checkout(cfg)
+        note = _branch_note(lock_conn, names, here, replacing=True)
+        if note:
+            emit(Event("info", note))
         if not yes:
             session.confirm_replace(server, names, confirm)
         cleanup_leftovers(lock_conn, names, emit)
         results = fresh_databases(server, lock_conn, plans, use_cache, emit, template_now=cfg.cleanup == "sync")
+        _mark_branch(cfg, lock_conn, names, here)
         mode: Literal["background", "sync"]
         if cfg.cleanup == "background":
             dbops.release_lock(lock_conn)
@@ -203,7 +223,7 @@ def fresh(
         else:
             housekeep(server, plans, cfg.keep_templates, use_cache, emit)
             mode = "sync"
-    return FreshResult(tuple(results), time.monotonic() - started, mode, up_result)
+    return FreshResult(tuple(results), time.monotonic() - started, mode, up_result, note)
 
 
 def wait_for_housekeeping(cfg: Config, timeout: float = 120.0) -> None:
@@ -241,6 +261,7 @@ def snapshot_save(
 
     Sessions on those databases are ended (a template copy needs that). Refused when a snapshot of
     that name exists (unless force) or when the snapshots would pass `snapshot_limit_mb`."""
+    from .build import branches
     from .build.pipeline import cleanup_leftovers
     from .postgres import dbops
 
@@ -253,7 +274,7 @@ def snapshot_save(
         if not databases:
             existing = dbops.list_databases(admin)
             names = [n for n in names if n in existing] or names
-        snapshots.check_limit(cfg, admin, names, name)
+        snapshots.check_limit(cfg, admin, names, name, branches.kept_bytes(admin, [db.name for db in cfg.databases]))
         saved, replaced = [], []
         for database in names:
             snap, was_replaced = snapshots.save(server.endpoint, admin, database, name, force, emit)
@@ -303,6 +324,7 @@ def snapshot_restore(
             session.confirm_replace(server, names, confirm)
         cleanup_leftovers(admin, names, emit)
         done = snapshots.restore(admin, found, emit)
+        _mark_branch(cfg, admin, names, _checkout(cfg))
         mode = _tidy_after(cfg, server, names, emit)
     restored = tuple(RestoredDatabase(s.database, *done[s.database], s.alembic_versions) for s in found)
     return SnapshotRestoreResult(name, restored, time.monotonic() - started, mode)
@@ -442,7 +464,152 @@ def status(cfg: Config) -> StatusResult:
         rows = dbops.list_databases(admin)
         databases, templates = staleness.describe(cfg, ep, admin, rows, version)
         found = tuple(snapshots.list_snapshots(admin, [db.name for db in cfg.databases]))
+        note = _branch_note(admin, [db.name for db in cfg.databases], _checkout(cfg))
     finally:
         admin.close()
     pretty = f"{version // 10000}.{version % 10000}"
-    return result(pretty, None, tuple(databases), tuple(templates), found)
+    return dataclasses.replace(result(pretty, None, tuple(databases), tuple(templates), found), branch_note=note)
+
+
+# ---------------------------------------------------------------- dev databases that follow the git branch
+
+
+def _checkout(cfg: Config) -> Checkout | None:
+    """The git checkout holding the config, on a branch; None outside git or on a detached HEAD."""
+    from .errors import NoGitBranch
+    from .gitrepo import checkout
+
+    try:
+        return checkout(cfg.base_dir)
+    except NoGitBranch:
+        return None
+
+
+def _branch_note(admin: Connection, names: Sequence[str], here: Checkout | None, replacing: bool = False) -> str | None:
+    from .build import branches
+    from .postgres import dbops
+
+    return branches.notice(dbops.list_databases(admin), names, here.branch, replacing) if here else None
+
+
+def _mark_branch(cfg: Config, admin: Connection, names: Sequence[str], here: Checkout | None) -> None:
+    """After a verb put databases in place on this branch: they belong to it now (and the hook knows)."""
+    from .build import branches
+
+    if here is not None:
+        branches.mark(admin, names, here.branch)
+        branches.remember(cfg, here, here.branch)
+
+
+def branch_switch(
+    cfg: Config,
+    *,
+    yes: bool = False,
+    confirm: Callable[[Sequence[str]], bool] | None = None,
+    on_event: EventFn | None = None,
+) -> BranchSwitchResult:
+    """Put the checked-out git branch's databases in place, keeping the current ones under their branch.
+
+    Its copies come back by a rename when their content hash matches the sources now; otherwise they
+    are built (a warm `fresh`). Copies that hold data are only dropped (stale or superseded ones)
+    with yes=True or when `confirm` agrees. NoGitBranch outside git or on a detached HEAD."""
+    from .build import branches
+    from .build.pipeline import cleanup_leftovers
+    from .gitrepo import checkout
+
+    emit = on_event or ignore
+    started = time.monotonic()
+    here = checkout(cfg.base_dir)
+    # The sources are hashed while the server is made ready: the hook waits for both.
+    planning = session.in_background(lambda: session.selected(cfg, (), False))
+    with session.locked(cfg, emit, "branch") as (server, admin):
+        plans = planning()
+        cleanup_leftovers(admin, [p.name for p in plans], emit)
+        agree = (lambda _: True) if yes else confirm
+        moves = branches.switch(cfg, server, admin, plans, here.branch, agree, emit)
+    branches.remember(cfg, here, here.branch)
+    return BranchSwitchResult(here.branch, moves, time.monotonic() - started)
+
+
+def branch_list(cfg: Config) -> BranchList:
+    """Each branch's databases (in place or put aside), their size and when they were last used."""
+    from .build import branches
+    from .gitrepo import local_branches
+
+    here = _checkout(cfg)
+    names = [db.name for db in cfg.databases]
+    server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=ignore)
+    admin = server.admin_connection("provision branch")
+    try:
+        in_git = local_branches(here.top) if here else None
+        listed = branches.listing(admin, names, here.branch if here else None, in_git)
+    finally:
+        admin.close()
+    return dataclasses.replace(listed, limit_bytes=cfg.snapshot_limit_mb * 1_000_000 or None)
+
+
+def branch_prune(
+    cfg: Config,
+    *,
+    merged: bool = False,
+    yes: bool = False,
+    confirm: Callable[[Sequence[str]], bool] | None = None,
+) -> BranchPruneResult:
+    """Drop the copies of branches deleted from git (with merged=True also of branches merged into the
+    one checked out). They are the only copy of those branches' data: yes=True or `confirm` must agree."""
+    from .build import branches
+    from .errors import Refused
+    from .gitrepo import checkout, local_branches, merged_branches
+
+    here = checkout(cfg.base_dir)
+    in_git = local_branches(here.top)
+    keep = in_git - merged_branches(here.top) if merged else in_git
+    names = [db.name for db in cfg.databases]
+    with session.locked(cfg, ignore, "branch") as (_, admin):
+        found = branches.copies(admin, names)
+        doomed = sorted({c.branch for c in found if not c.live and c.branch not in keep and c.branch != here.branch})
+        if doomed and not (yes or (confirm is not None and confirm(doomed))):
+            raise Refused(
+                f"not dropping the databases of {', '.join(doomed)} without confirmation: they are the only copy "
+                "of those branches' data",
+                hint="pass --yes to drop them",
+            )
+        dropped, freed = branches.prune(admin, names, doomed)
+    return BranchPruneResult(tuple(doomed), tuple(dropped), freed)
+
+
+def branch_install_hook(cfg: Config, *, force: bool = False) -> HookResult:
+    """Install the git post-checkout hook that runs `provision branch` when a checkout changes the branch.
+
+    A checkout that stays on the branch the databases follow ends in the shell, before any Python.
+    Refused when another post-checkout hook exists (unless force)."""
+    import sys
+
+    from .build import branches
+    from .errors import Refused
+    from .gitrepo import checkout, hooks_dir
+
+    here = checkout(cfg.base_dir)
+    if cfg.source == "built-in defaults":
+        raise ConfigError(
+            "the hook needs a config file to run `provision branch` with",
+            hint="pass -c FILE (or set $PROVISION_CONFIG)",
+        )
+    path = hooks_dir(here.top) / "post-checkout"
+    replaced = path.exists()
+    if replaced and branches.HOOK_MARK not in path.read_text(encoding="utf-8", errors="replace") and not force:
+        raise Refused(
+            f"{path} exists and is not provision's",
+            hint="pass --force to replace it, or add `provision -c CONFIG branch --quiet` to it yourself",
+        )
+    config = str(Path(cfg.source).resolve())
+    # The console script beside this Python when there is one: it skips runpy, a few ms of every switch.
+    script = Path(sys.executable).parent / "provision"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "provision"]
+    text = branches.hook_script(command, config, here.top.resolve(), branches.state_file(cfg, here).resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.chmod(0o755)
+    partial.replace(path)
+    return HookResult(str(path), replaced)

@@ -24,6 +24,12 @@ NAMES = (
 )
 
 
+# Other verbs' checkpoints are tried by their own kill -9 tests: snapshot-staged, snapshot-saved,
+# restore-staged, standby-cloned (tests/faults/test_kill_snapshots.py); branch-staged (a switch's
+# copies ready, nothing renamed yet) and branch-swapped (its one transaction committed)
+# (tests/faults/test_kill_branch.py).
+
+
 def checkpoint(name: str) -> None:
     """Kill this process here when PROVISION_KILL_AT names this checkpoint. Read at call time, never at import."""
     if os.environ.get("PROVISION_KILL_AT") == name:

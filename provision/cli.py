@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -229,6 +229,8 @@ def status(obj: Context, as_json: bool) -> None:
             f"template   {tpl.name}  hash {(tpl.content_hash or '-')[:12]}  built {tpl.built_at or '-'}"
             f"{'  (current)' if tpl.current else ''}"
         )
+    if result.branch_note:
+        click.echo(f"branch     {result.branch_note}")
 
 
 @cli.command()
@@ -659,6 +661,129 @@ def snapshot_export(obj: Context, name: str, file: str, database: str | None, as
         _echo_json(result)
     else:
         click.echo(f"{result.database}: snapshot {result.name} written to {result.path}, {_size(result.size_bytes)}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("-y", "--yes", is_flag=True, help="Drop stale or superseded branch copies without asking.")
+@_json_option
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (what the git hook runs).")
+@click.pass_context
+def branch(ctx: click.Context, yes: bool, as_json: bool, quiet: bool) -> None:
+    """Dev databases that follow the git branch: put the checked-out branch's databases in place.
+
+    The databases in place are kept under the branch they belong to (a rename); the checked-out
+    branch's own come back by a rename when its sources still match them, or are built from its
+    sources (a warm `fresh`). One atomic swap under the provisioner lock. Outside git or on a
+    detached HEAD it says so and changes nothing (exit 13).
+
+    \b
+    Example:
+      provision branch install-hook     # then every `git checkout` does it
+      provision branch                  # or by hand, after switching
+      provision branch list
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import api
+
+    obj: Context = ctx.obj
+    result = api.branch_switch(obj.config(), yes=yes, confirm=_confirm_drop, on_event=_echo_event(quiet or as_json))
+    if as_json:
+        _echo_json(result)
+        return
+    if quiet:
+        return
+    for move in result.databases:
+        if move.action == "unchanged":
+            click.echo(f"{move.database}: already {result.branch}'s")
+        elif move.action == "adopted":
+            click.echo(f"{move.database}: now recorded as {result.branch}'s (it recorded no branch)")
+        else:
+            how = {"renamed": "brought back", "built": "built from its sources", "cloned": "cloned from its sources"}
+            kept = f"; {move.previous}'s kept as {move.kept_as}" if move.kept_as else ""
+            gone = f"; dropped {', '.join(move.dropped)}" if move.dropped else ""
+            click.echo(f"{move.database}: {result.branch}'s {how.get(move.action, move.action)}{kept}{gone}")
+    click.echo(f"on {result.branch}; done in {result.seconds:.2f}s")
+
+
+@branch.command("list")
+@_json_option
+@pass_ctx
+def branch_list(obj: Context, as_json: bool) -> None:
+    """Each branch's databases: size, and when they were last used.
+
+    \b
+    Example:
+      provision branch list --json | jq '.branches[].name'
+    """
+    from . import api
+
+    result = api.branch_list(obj.config())
+    if as_json:
+        _echo_json(result)
+        return
+    if not result.branches:
+        click.echo("no branch databases yet (`provision branch` records the branch checked out)")
+    for info in result.branches:
+        mark = "*" if info.current else " "
+        where = "in place" if info.in_place else f"last used {info.last_used or '-'}"
+        gone = "  (deleted from git: `provision branch prune`)" if info.in_git is False else ""
+        dbs = ", ".join(f"{c.database} {_size(c.size_bytes)}" for c in info.copies)
+        click.echo(f"{mark} {info.name:<24} {_size(info.size_bytes):>10}  {where}  [{dbs}]{gone}")
+    limit = f" of {_size(result.limit_bytes)} allowed with the snapshots" if result.limit_bytes else ""
+    click.echo(f"kept aside: {_size(result.kept_bytes)}{limit}")
+
+
+@branch.command("prune")
+@click.option("--merged", is_flag=True, help="Also the branches merged into the one checked out.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before dropping them.")
+@_json_option
+@pass_ctx
+def branch_prune(obj: Context, merged: bool, yes: bool, as_json: bool) -> None:
+    """Drop the databases kept for branches deleted from git (--merged: merged ones too).
+
+    \b
+    Example:
+      provision branch prune --merged --yes
+    """
+    from . import api
+
+    result = api.branch_prune(obj.config(), merged=merged, yes=yes, confirm=_confirm_drop)
+    if as_json:
+        _echo_json(result)
+    elif not result.branches:
+        click.echo("nothing to prune")
+    else:
+        click.echo(f"pruned {', '.join(result.branches)}: {len(result.dropped)} databases, {_size(result.freed_bytes)}")
+
+
+@branch.command("install-hook")
+@click.option("--force", is_flag=True, help="Replace a post-checkout hook that is not provision's.")
+@pass_ctx
+def branch_install_hook(obj: Context, force: bool) -> None:
+    """Install a git post-checkout hook that runs `provision branch` when the branch changes.
+
+    A checkout that keeps the branch the databases follow ends in the shell, before any Python.
+
+    \b
+    Example:
+      provision -c provision.yaml branch install-hook
+    """
+    from . import api
+
+    result = api.branch_install_hook(obj.config(), force=force)
+    click.echo(f"{'replaced' if result.replaced else 'installed'} {result.path}")
+
+
+def _confirm_drop(names: Sequence[str]) -> bool:
+    listing = ", ".join(names)
+    if not sys.stdin.isatty():
+        raise Refused(
+            f"dropping {listing} needs confirmation and there is no terminal to ask: they hold a branch's data. "
+            "Nothing was changed",
+            hint="pass --yes to drop them",
+        )
+    return click.confirm(f"Drop {listing}? They hold a branch's data", default=False)
 
 
 def _confirm_replace(at_risk: dict[str, int]) -> bool:

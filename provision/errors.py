@@ -112,6 +112,14 @@ class ServerError(ProvisionError):
     meaning = "server error (lost connection, disk full, ...)"
 
 
+class NoGitBranch(ProvisionError):
+    """The branch feature has no branch to follow: not a git repository, or a detached HEAD. Nothing was changed."""
+
+    exit_code = 13
+    meaning = "no git branch to follow (not a git repository, or a detached HEAD): nothing was changed"
+    default_hint = "run it inside a git checkout, on a branch (`git switch NAME`); nothing was changed"
+
+
 # Exit codes that are not errors of this hierarchy.
 SUCCESS = 0
 DRIFT_FOUND = 11

@@ -49,6 +49,7 @@ class FreshResult:
     seconds: float
     housekeeping: Literal["background", "sync"]
     up: UpResult
+    branch_note: str | None = None  # the databases replaced belonged to another git branch
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class StatusResult:
     databases: tuple[DatabaseStatus, ...] = ()
     templates: tuple[TemplateStatus, ...] = ()
     snapshots: tuple[Snapshot, ...] = ()
+    branch_note: str | None = None  # the databases in place belong to another git branch than the one checked out
 
 
 @dataclass(frozen=True)
@@ -260,3 +262,75 @@ class TemplateSet:
     endpoint: Endpoint
     templates: dict[str, str]
     up: UpResult
+
+
+# ---------------------------------------------------------------- dev databases that follow the git branch
+
+
+@dataclass(frozen=True)
+class BranchCopy:
+    """One branch's copy of one configured database: in place (`live`) or put aside as `name`."""
+
+    branch: str
+    database: str
+    name: str  # the database on the server: `database` itself when live, else `<database>__br_<branch>`
+    size_bytes: int
+    last_used: str | None  # when it was put aside (None for the one in place: in use now)
+    live: bool
+    content_hash: str | None  # of the sources it was built from
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    name: str
+    current: bool  # the branch checked out now
+    in_place: bool  # its databases are the live ones
+    in_git: bool | None  # False: deleted from git (`branch prune` removes its copies); None: unknown
+    copies: tuple[BranchCopy, ...]
+    size_bytes: int
+    last_used: str | None
+
+
+@dataclass(frozen=True)
+class BranchList:
+    current: str | None
+    branches: tuple[BranchInfo, ...]
+    kept_bytes: int  # the copies put aside: they count toward snapshot_limit_mb
+    limit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class BranchMove:
+    """What a switch did to one database."""
+
+    database: str
+    previous: str | None  # the branch it belonged to before
+    # unchanged: already the branch's; adopted: it recorded no branch, now it records this one;
+    # renamed: the branch's copy came back; built/cloned: made from the branch's sources.
+    action: str
+    kept_as: str | None  # where the previous branch's copy was put aside
+    dropped: tuple[str, ...] | None  # copies dropped with --yes (stale or superseded)
+
+
+@dataclass(frozen=True)
+class BranchSwitchResult:
+    branch: str
+    databases: tuple[BranchMove, ...]
+    seconds: float
+
+    @property
+    def switched(self) -> bool:
+        return any(m.action not in ("unchanged", "adopted") for m in self.databases)
+
+
+@dataclass(frozen=True)
+class BranchPruneResult:
+    branches: tuple[str, ...]
+    dropped: tuple[str, ...]  # the databases removed
+    freed_bytes: int
+
+
+@dataclass(frozen=True)
+class HookResult:
+    path: str
+    replaced: bool  # an earlier provision hook was replaced

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from .build.pipeline import BuildPlan, Server, plan_database
 from .config import Config
@@ -14,6 +16,30 @@ from .postgres import dbops
 from .postgres.dbops import Connection
 from .results import UpResult
 from .targets import make_target
+
+T = TypeVar("T")
+
+
+def in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work` in a thread now; the returned function waits for its result (or raises its error)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="provision-plan", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["value"]  # type: ignore[return-value]
+
+    return result
 
 
 def timeout_of(cfg: Config, timeout: float | None) -> float:

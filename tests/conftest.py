@@ -262,3 +262,48 @@ def list_databases(docker_client: Any, container: str) -> list[str]:
     )
     assert code == 0, out
     return out.decode().split()
+
+
+# ---------------------------------------------------------------- a project that is a git repository (issue 24)
+
+ADD_0003 = '''"""Add saved_queries.shared_at."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003_saved_queries_shared"
+down_revision = "0002_chat_sessions_pinned_at"
+
+
+def upgrade() -> None:
+    op.add_column("saved_queries", sa.Column("shared_at", sa.TIMESTAMP(timezone=True)))
+
+
+def downgrade() -> None:
+    op.drop_column("saved_queries", "shared_at")
+'''
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real git in `repo`, with an identity for commits; fails the test when git does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid")
+    env.update(GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stdout}{done.stderr}"
+    return done
+
+
+def make_repo(project: Project) -> Project:
+    """examples/chatbi-alembic (chatbi only) as a git repository: `main` at 0002, `feature` adding 0003
+    (saved_queries.shared_at); `main` checked out."""
+    use_alembic_example(project)
+    (project.dir / ".gitignore").write_text("__pycache__/\n")
+    git(project.dir, "init", "-q", "-b", "main")
+    git(project.dir, "add", "-A")
+    git(project.dir, "commit", "-qm", "base")
+    git(project.dir, "switch", "-qc", "feature")
+    (project.dir / "migrations" / "versions" / "0003_saved_queries_shared.py").write_text(ADD_0003)
+    git(project.dir, "add", "-A")
+    git(project.dir, "commit", "-qm", "0003: saved_queries.shared_at")
+    git(project.dir, "switch", "-q", "main")
+    return project

@@ -192,6 +192,8 @@ def restore(
         message = "take the standby copy" if how[snap.database] == "standby" else "clone the snapshot"
         on_event(Event("step", f"{message} of {snap.name}", snap.database, time.monotonic() - started))
         comment = dict(snap.provenance or {"database": snap.database, "hash": None})
+        # The branch it followed when saved is not the one it is restored on (branches.py marks that).
+        comment.pop("branch", None)
         comment.update(restored_from=snap.name, restored_at=now(), snapshot_created_at=snap.created_at)
         staged.append((snap.database, stage, json.dumps(comment, separators=(",", ":"))))
     checkpoint("restore-staged")
@@ -238,11 +240,12 @@ def targets_of(cfg: Config, databases: Sequence[str]) -> list[str]:
     return list(databases) or [db.name for db in cfg.databases]
 
 
-def check_limit(cfg: Config, admin: Connection, names: Sequence[str], name: str) -> None:
-    """Refused when saving `name` of `names` would take the snapshots past `snapshot_limit_mb`."""
+def check_limit(cfg: Config, admin: Connection, names: Sequence[str], name: str, others: int = 0) -> None:
+    """Refused when saving `name` of `names` would take the snapshots past `snapshot_limit_mb`;
+    `others` is what else counts toward it (the branches' copies put aside)."""
     if not cfg.snapshot_limit_mb:
         return
-    current = sum(s.disk_bytes for s in list_snapshots(admin, [db.name for db in cfg.databases]))
+    current = others + sum(s.disk_bytes for s in list_snapshots(admin, [db.name for db in cfg.databases]))
     existing = dbops.list_databases(admin)
     # A snapshot and its standby each take about the database's size.
     adding = sum(2 * dbops.database_size(admin, n) for n in names if n in existing)
@@ -250,8 +253,10 @@ def check_limit(cfg: Config, admin: Connection, names: Sequence[str], name: str)
     if current + adding > limit:
         raise Refused(
             f"saving snapshot {name} would take snapshots to {(current + adding) / 1e6:.0f} MB, past "
-            f"snapshot_limit_mb ({cfg.snapshot_limit_mb} MB); they take {current / 1e6:.0f} MB now",
-            hint="remove old ones (`provision snapshot list`, then `snapshot rm NAME`), or raise snapshot_limit_mb",
+            f"snapshot_limit_mb ({cfg.snapshot_limit_mb} MB); they take {current / 1e6:.0f} MB now"
+            + (f" (branch copies included: {others / 1e6:.0f} MB)" if others else ""),
+            hint="remove old ones (`provision snapshot list`, then `snapshot rm NAME`; `provision branch prune`), "
+            "or raise snapshot_limit_mb",
         )
 
 

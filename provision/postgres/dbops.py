@@ -237,6 +237,39 @@ def swap_in(conn: Connection, swaps: Sequence[Swap], make_template: bool = False
         conn.autocommit = True
 
 
+@dataclass(frozen=True)
+class Rename:
+    """Rename database `name` to `new_name`, and comment it with `comment` when one is given."""
+
+    name: str
+    new_name: str
+    comment: str | None = None
+
+
+def rename_all(conn: Connection, renames: Sequence[Rename]) -> None:
+    """Do the renames in order, in one transaction: a crash or kill at any instant leaves either
+    none or all of them done. Raises ObjectInUse when a session is connected to one of them."""
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            for step in renames:
+                new = sql.Identifier(step.new_name)
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(step.name), new))
+                if step.comment is not None:
+                    cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(new, sql.Literal(step.comment)))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = True
+
+
+def comment_on(conn: Connection, name: str, comment: str) -> None:
+    with server_errors(f"recording the comment of {name}"):
+        execute(conn, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
 # ---------------------------------------------------------------- locks
 
 
