@@ -112,6 +112,19 @@ class ServerError(ProvisionError):
     meaning = "server error (lost connection, disk full, ...)"
 
 
+class UnknownLease(ConfigError):
+    """No lease of that name (it was released, or it expired and was dropped)."""
+
+    default_hint = "`provision lease list` shows the leases on the server"
+
+
+class CapReached(ProvisionError):
+    """A lease would take what provision keeps on a shared server past `lease_max_bytes`."""
+
+    exit_code = 13
+    meaning = "lease refused: the shared server's cap (`lease_max_bytes`) is reached, even after evicting"
+
+
 # Exit codes that are not errors of this hierarchy.
 SUCCESS = 0
 DRIFT_FOUND = 11
