@@ -554,7 +554,7 @@ def lease(
     try:
         reg = leases.connect_registry(server.endpoint, admin)
         try:
-            got, action, built, evicted, expired = leases.lease(
+            got = leases.lease(
                 server, reg, admin, plan, ttl=cfg.lease_ttl if ttl is None else ttl, name=name,
                 cap=cfg.lease_max_bytes, emit=emit,
             )  # fmt: skip
@@ -563,10 +563,19 @@ def lease(
     finally:
         admin.close()
     ep = server.endpoint
+    if cfg.lease_spares:
+        from . import spares
+
+        job = spares.SpareJob(ep, plan.name, got.lease.content_hash, cfg.lease_spares, cfg.lease_max_bytes)
+        if cfg.cleanup == "sync":
+            spares.top_up(job)
+        else:
+            spares.spawn(job)
     seconds = time.monotonic() - started
     return leases.LeaseResult(
-        got, action, built, ep.dsn(got.copy), ep.host, ep.port, ep.user, evicted, expired, seconds
-    )
+        got.lease, got.action, got.built_template, got.from_spare, ep.dsn(got.lease.copy), ep.host, ep.port,
+        ep.user, got.evicted, got.expired, seconds,
+    )  # fmt: skip
 
 
 def lease_renew(cfg: Config, name: str, *, ttl: float | None = None) -> Lease:

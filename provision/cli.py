@@ -899,6 +899,14 @@ def housekeep_command() -> None:
     housekeeping.run(sys.stdin.buffer.read())
 
 
+@cli.command("_lease_spares", hidden=True)
+def lease_spares_command() -> None:
+    """Internal: the detached top-up of a lease's spare copies (the job arrives on stdin)."""
+    from . import spares
+
+    spares.run(sys.stdin.buffer.read())
+
+
 def _confirm(question: str) -> None:
     if not sys.stdin.isatty():
         raise Refused(f"{question} There is no terminal to ask", hint="pass --yes to confirm")

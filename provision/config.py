@@ -124,6 +124,7 @@ class Config:
     snapshot_limit_mb: int = 0  # refuse a snapshot save that takes snapshots past this; 0: no limit
     lease_ttl: float = 7200.0  # seconds a lease lives unless renewed (`provision lease --ttl`)
     lease_max_bytes: int = 0  # cap on what leases keep on the server (copies and templates); 0: no cap
+    lease_spares: int = 1  # copies of a template made ahead, so a lease is a rename instead of a clone
     databases: tuple[DatabaseConfig, ...] = ()
     # Where relative SQL paths are resolved from, and what to call the config in messages.
     base_dir: Path = field(default_factory=Path.cwd)
@@ -194,6 +195,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "snapshot_limit_mb": "non_negative_int",
     "lease_ttl": "duration",
     "lease_max_bytes": "non_negative_int",
+    "lease_spares": "non_negative_int",
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS

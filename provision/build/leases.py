@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import psycopg2
 import psycopg2.errors
+from psycopg2 import sql
 
 from ..endpoint import Endpoint
 from ..errors import CapReached, ConfigError, LockBusy, ServerError, UnknownLease
@@ -35,8 +36,12 @@ APP = "provision lease"
 REGISTRY_LOCK = dbops.LOCK_NAMESPACE + 2
 BUILD_LOCK = dbops.LOCK_NAMESPACE + 3
 NAME_LOCK = dbops.LOCK_NAMESPACE + 4
+# (SPARE_LOCK, h): one client at a time makes spare copies of the template for hash h.
+SPARE_LOCK = dbops.LOCK_NAMESPACE + 5
 LOCK_WAIT_SECONDS = 600
 COPY_KIND = "lease"
+# Copies of a template made ahead, so that the next lease is a rename (a few ms) instead of a clone.
+SPARE_KIND = "lspare"
 _LEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 SCHEMA = """
@@ -110,6 +115,7 @@ class LeaseResult:
     lease: Lease
     action: Literal["new", "found", "refreshed"]
     built_template: bool
+    from_spare: bool  # the copy was a spare made ahead (a rename), not a clone made now
     url: str
     host: str
     port: int
@@ -145,10 +151,21 @@ class GcResult:
     orphans: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Leased:
+    lease: Lease
+    action: Literal["new", "found", "refreshed"]
+    built_template: bool
+    from_spare: bool
+    evicted: tuple[str, ...]
+    expired: tuple[str, ...]
+
+
 @dataclass
 class _Reservation:
     lease: Lease
     drop: list[str] = field(default_factory=list)  # copies and templates to drop once committed
+    expired: list[str] = field(default_factory=list)  # copies of expired leases, and orphans
     evicted: list[str] = field(default_factory=list)
     unlock: list[int] = field(default_factory=list)  # build locks held on evicted templates' hashes
 
@@ -171,6 +188,34 @@ def validate_name(name: str) -> str:
 
 def copy_name(database: str) -> str:
     return dbops.derived_name(database, COPY_KIND, secrets.token_hex(4))
+
+
+def spare_prefix(database: str, content_hash: str) -> str:
+    return dbops.derived_name(database, SPARE_KIND, content_hash[:12] + "_")
+
+
+def spares_of(conn: Connection, database: str, content_hash: str) -> list[str]:
+    rows = dbops.execute(
+        conn,
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY oid",
+        [spare_prefix(database, content_hash)],
+    )
+    return [r[0] for r in rows]
+
+
+def _claim_spare(admin: Connection, database: str, content_hash: str, copy: str) -> bool:
+    """Rename a spare copy of the template into `copy`; False when there is none left to take.
+
+    A rename is atomic: of two clients renaming the same spare, one gets it and the other an error."""
+    for spare in spares_of(admin, database, content_hash):
+        try:
+            dbops.execute(
+                admin, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(spare), sql.Identifier(copy))
+            )
+        except psycopg2.Error:
+            continue  # taken by another client just now
+        return True
+    return False
 
 
 def _owner() -> tuple[str, int, str]:
@@ -336,16 +381,22 @@ def _evict_for(reg: Connection, need: int, cap: int, keep: str, replacing: str |
             [replacing],
         )[0][0]
     )
+    # Spares first: they only save the next lease a clone.
+    for spare, size in _spare_sizes(reg):
+        usage += size
+        if usage + need > cap:
+            res.drop.append(spare)
+            usage -= size
     if usage + need <= cap:
         return usage
     unused = dbops.execute(
         reg,
-        "SELECT template, hash, bytes FROM templates t WHERE template <> %s AND NOT EXISTS "
+        "SELECT template, hash, bytes, database FROM templates t WHERE template <> %s AND NOT EXISTS "
         "(SELECT 1 FROM leases l WHERE l.template = t.template AND l.name IS DISTINCT FROM %s) "
         "ORDER BY last_used, built",
         [keep, replacing],
     )
-    for template, content_hash, size in unused:
+    for template, content_hash, size, database in unused:
         if usage + need <= cap:
             break
         key = _key(content_hash)
@@ -354,10 +405,20 @@ def _evict_for(reg: Connection, need: int, cap: int, keep: str, replacing: str |
             continue
         res.unlock.append(key)
         dbops.execute(reg, "DELETE FROM templates WHERE template = %s", [template])
+        res.drop += spares_of(reg, database, content_hash)
         res.drop.append(template)
         res.evicted.append(template)
         usage -= int(size)
     return usage
+
+
+def _spare_sizes(conn: Connection) -> list[tuple[str, int]]:
+    rows = dbops.execute(
+        conn,
+        "SELECT datname, pg_database_size(oid) FROM pg_database WHERE datname LIKE %s ORDER BY oid",
+        [f"%\\_\\_{SPARE_KIND}\\_%"],
+    )
+    return [(r[0], int(r[1])) for r in rows]
 
 
 def _refuse(reg: Connection, cap: int, usage: int, need: int, database: str) -> CapReached:
@@ -422,6 +483,7 @@ def _reserve_in(
     with _transaction(reg):
         expired, orphans = _take_expired(reg)
         res.drop += expired + orphans
+        res.expired += expired + orphans
         row = dbops.execute(reg, "SELECT bytes FROM templates WHERE template = %s", [tpl])
         if not row or not dbops.execute(reg, "SELECT 1 FROM pg_database WHERE datname = %s", [tpl]):
             raise _TemplateGone(tpl)
@@ -489,8 +551,8 @@ def lease(
     name: str | None,
     cap: int,
     emit: EventFn = ignore,
-) -> tuple[Lease, Literal["new", "found", "refreshed"], bool, tuple[str, ...], tuple[str, ...]]:
-    """Lease a private copy of the plan's database: (lease, action, template built, evicted, expired dropped).
+) -> Leased:
+    """Lease a private copy of the plan's database: a spare made ahead when there is one, else a clone.
 
     With a `name`, an unexpired lease of that name is found again (and renewed) when its copy
     was made from the same content; from other content, it is refreshed: a new copy of the new
@@ -507,7 +569,7 @@ def lease(
             previous = found[0] if found else None
             if previous is not None and previous.content_hash == content_hash:
                 if dbops.execute(reg, "SELECT 1 FROM pg_database WHERE datname = %s", [previous.copy]):
-                    return _renew_found(reg, name, ttl), "found", built, (), ()
+                    return Leased(_renew_found(reg, name, ttl), "found", built, False, (), ())
             if previous is not None and previous.database != plan.name:
                 raise ConfigError(
                     f"lease {name} holds a copy of {previous.database}, not of {plan.name}",
@@ -520,20 +582,56 @@ def lease(
             break
         else:
             raise ServerError(f"the template of {plan.name} kept being evicted while leasing a copy of it")
-        expired = tuple(d for d in res.drop if d not in res.evicted and (previous is None or d != previous.copy))
         _finish(reg, admin, res)
         started = time.monotonic()
-        try:
-            with dbops.server_errors(f"cloning {tpl} into {res.lease.copy}"):
-                dbops.copy_database(admin, res.lease.copy, tpl)
-        except BaseException:
-            with contextlib.suppress(Exception), _transaction(reg):
-                dbops.execute(reg, "DELETE FROM leases WHERE name = %s AND copy = %s", [name, res.lease.copy])
-            raise
-        emit(Event("step", f"clone {tpl} into {res.lease.copy}", plan.name, time.monotonic() - started))
-        action: Literal["new", "refreshed"] = "new" if previous is None else "refreshed"
-        return res.lease, action, built, tuple(res.evicted), expired
+        from_spare = _claim_spare(admin, plan.name, content_hash, res.lease.copy)
+        if not from_spare:
+            try:
+                with dbops.server_errors(f"cloning {tpl} into {res.lease.copy}"):
+                    dbops.copy_database(admin, res.lease.copy, tpl)
+            except BaseException:
+                with contextlib.suppress(Exception), _transaction(reg):
+                    dbops.execute(reg, "DELETE FROM leases WHERE name = %s AND copy = %s", [name, res.lease.copy])
+                raise
+        how = "take a spare copy of" if from_spare else "clone"
+        emit(Event("step", f"{how} {tpl} as {res.lease.copy}", plan.name, time.monotonic() - started))
+        return Leased(
+            res.lease,
+            "new" if previous is None else "refreshed",
+            built,
+            from_spare,
+            tuple(res.evicted),
+            tuple(res.expired),
+        )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def top_up_spares(ep: Endpoint, database: str, content_hash: str, target: int, cap: int) -> list[str]:
+    """Make spare copies of the template for `content_hash` until there are `target`, within the cap.
+
+    One client at a time per hash (others skip); the template's build lock is held meanwhile,
+    so it is not evicted under the clone. Returns the spares made."""
+    made: list[str] = []
+    tpl = pipeline.template_name(database, content_hash)
+    key = _key(content_hash)
+    with (
+        dbops.connection(ep, REGISTRY_DB, application_name=APP) as reg,
+        dbops.connection(ep, application_name=APP) as admin,
+    ):
+        for namespace in (SPARE_LOCK, BUILD_LOCK):
+            if not dbops.execute(reg, "SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])[0][0]:
+                return made
+        while len(spares_of(admin, database, content_hash)) < target and _template_ready(reg, tpl):
+            if cap:
+                listed = listing(reg, cap)
+                need = next((t.bytes for t in listed.templates if t.template == tpl), 0)
+                if listed.total_bytes + sum(size for _, size in _spare_sizes(reg)) + need > cap:
+                    break
+            name = spare_prefix(database, content_hash) + secrets.token_hex(4)
+            with dbops.server_errors(f"cloning {tpl} into the spare {name}"):
+                dbops.copy_database(admin, name, tpl)
+            made.append(name)
+    return made
 
 
 # ---------------------------------------------------------------- the other verbs

@@ -193,6 +193,8 @@ class Client:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISION_")}
         env["PROVISION_PASSWORD"] = CI_PASSWORD  # never in argv
+        # No spares made ahead unless a test asks: they would make the disk arithmetic depend on timing.
+        env["PROVISION_LEASE_SPARES"] = "0"
         env.update(extra)
         return env
 

@@ -144,3 +144,23 @@ def test_renew_extends_and_an_expired_lease_cannot_be_renewed(lease_world: Any) 
     gc = world.clients[3].json("lease", "gc")
     assert gc["expired"] == [got["lease"]["copy"]]
     assert got["lease"]["copy"] not in world.server.databases()
+
+
+def test_a_spare_made_ahead_makes_the_next_lease_a_rename(lease_world: Any) -> None:
+    world = lease_world
+    ahead = {"PROVISION_LEASE_SPARES": "1", "PROVISION_CLEANUP": "sync"}  # sync: the spare is made before exit
+
+    def spares() -> set[str]:
+        return {name for name in world.server.databases() if name.startswith("app__lspare_")}
+
+    first = world.clients[0].json("lease", "app", **ahead)
+    assert first["from_spare"] is False
+    made = spares()
+    assert len(made) == 1
+    second = world.clients[1].json("lease", "app", **ahead)
+    assert second["from_spare"] is True
+    assert second["lease"]["copy"] not in made and not made & world.server.databases(), "the spare was renamed"
+    assert world.copy_rows(second["lease"]["copy"]) == [("a",), ("b",)]
+    assert len(spares()) == 1 and spares() != made, "and another made for the next lease"
+    assert world.clients[2].json("lease", "gc") == {"expired": [], "orphans": []}
+    assert len(spares()) == 1, "collection leaves spares alone"
