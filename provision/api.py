@@ -560,10 +560,13 @@ def lease(
             )  # fmt: skip
         finally:
             reg.close()
+        top_up = bool(cfg.lease_spares) and leases.needs_spares(
+            admin, plan.name, got.lease.content_hash, cfg.lease_spares
+        )
     finally:
         admin.close()
     ep = server.endpoint
-    if cfg.lease_spares:
+    if top_up:
         from . import spares
 
         job = spares.SpareJob(ep, plan.name, got.lease.content_hash, cfg.lease_spares, cfg.lease_max_bytes)

@@ -606,6 +606,19 @@ def lease(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def needs_spares(conn: Connection, database: str, content_hash: str, target: int) -> bool:
+    """Fewer than `target` spares, and nobody making them now: worth starting a top-up."""
+    if len(spares_of(conn, database, content_hash)) >= target:
+        return False
+    busy = dbops.execute(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
+        "AND objsubid = 2 AND granted)",
+        [SPARE_LOCK, _key(content_hash) % 2**32],
+    )[0][0]
+    return not busy
+
+
 def top_up_spares(ep: Endpoint, database: str, content_hash: str, target: int, cap: int) -> list[str]:
     """Make spare copies of the template for `content_hash` until there are `target`, within the cap.
 
