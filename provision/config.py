@@ -110,6 +110,8 @@ class Config:
     tmpfs: bool = False
     trust_local: bool = False  # the container accepts logins without a password (a throwaway test server)
     bind: str = "127.0.0.1"
+    # docker: the address the published port is reached at; None derives it (DOCKER_HOST's host, else bind).
+    connect_host: str | None = None
     port: int = 5432
     host: str = "127.0.0.1"
     user: str = "chatbi"
@@ -182,6 +184,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "tmpfs": "bool",
     "trust_local": "bool",
     "bind": "ip",
+    "connect_host": "optional_host",
     "port": "port",
     "host": "str",
     "user": "identifier",
@@ -615,6 +618,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     elif kind == "name":
         if not _CONTAINER_NAME.fullmatch(value):
             raise bad("a container name (letters, digits, '_', '.', '-')")
+    elif kind == "optional_host":
+        if value in (None, ""):
+            return None
+        if any(c.isspace() for c in value) or "/" in value:
+            raise bad("a host name or address (no scheme, port or path)")
     elif kind == "optional_name":
         if value in (None, ""):
             return None
