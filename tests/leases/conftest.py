@@ -125,6 +125,12 @@ class SharedServer:
     def databases(self) -> set[str]:
         return {r[0] for r in self.query("SELECT datname FROM pg_database")}
 
+    def ci_endpoint(self) -> Any:
+        """Where the test process itself reaches the server as `ci` (through loopback)."""
+        from provision.endpoint import Endpoint
+
+        return Endpoint("127.0.0.1", self.port, "ci", CI_PASSWORD)
+
     def reset(self) -> None:
         """Drop every database but the built-in ones: each test starts from an empty server."""
         for name in self.databases() - set(KEEP):

@@ -164,3 +164,20 @@ def test_a_spare_made_ahead_makes_the_next_lease_a_rename(lease_world: Any) -> N
     assert len(spares()) == 1 and spares() != made, "and another made for the next lease"
     assert world.clients[2].json("lease", "gc") == {"expired": [], "orphans": []}
     assert len(spares()) == 1, "collection leaves spares alone"
+
+
+def test_the_library_renewer_keeps_a_lease_alive_past_its_ttl(lease_world: Any) -> None:
+    world = lease_world
+    got = world.clients[0].json("lease", "app", "--name", "renewed", "--ttl", "3s")
+    renewer = leases.Renewer(world.server.ci_endpoint(), "renewed", 3.0, 0.5)
+    renewer.start()
+    try:
+        while not world.registry(
+            "SELECT clock_timestamp() > %s::timestamptz + interval '3 seconds'", [got["lease"]["expires"]]
+        )[0][0]:
+            assert world.clients[1].json("lease", "gc")["expired"] == []
+        assert world.clients[2].json("lease", "gc")["expired"] == []
+        assert got["lease"]["copy"] in world.server.databases()
+    finally:
+        renewer.stop()
+    assert renewer.error is None and renewer.renewals >= 3
