@@ -786,10 +786,17 @@ def _hold(cfg: Config, name: str, ttl: float, quiet: bool) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     sys.stdout.flush()
+    from .errors import UnknownLease
+
     try:
         while True:
             time.sleep(ttl / 3)
-            api.lease_renew(cfg, name, ttl=ttl)
+            try:
+                api.lease_renew(cfg, name, ttl=ttl)
+            except UnknownLease:
+                raise
+            except ProvisionError as exc:  # a lost connection: the next renewal may get through in time
+                click.echo(f"warning: renewing lease {name} failed, trying again: {exc.message}", err=True)
     except KeyboardInterrupt:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         api.lease_release(cfg, name)

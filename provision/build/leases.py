@@ -527,18 +527,20 @@ def _finish(reg: Connection, admin: Connection | None, res: _Reservation) -> Non
                 dbops.execute(reg, "SELECT pg_advisory_unlock(%s, %s)", [BUILD_LOCK, key])
 
 
-def _renew_found(reg: Connection, name: str, ttl: float) -> Lease:
-    """A named lease taken over by the next job of the same name: its owner and expiry updated."""
+def _renew_found(reg: Connection, name: str, ttl: float) -> Lease | None:
+    """A named lease taken over by the next job of the same name: its owner and expiry updated.
+    None when it expired meanwhile (and may be collected): then a new copy is made."""
     host, pid, user = _owner()
     with _transaction(reg):
         dbops.execute(
             reg,
             "UPDATE leases SET owner_host = %s, owner_addr = inet_client_addr()::text, owner_pid = %s, "
             "owner_user = %s, renewed = clock_timestamp(), expires = clock_timestamp() + %s * interval '1 second' "
-            "WHERE name = %s",
+            "WHERE name = %s AND expires > clock_timestamp()",
             [host, pid, user, ttl, name],
         )
-        return _leases(reg, "WHERE name = %s", [name])[0]
+        found = _leases(reg, "WHERE name = %s AND expires > clock_timestamp()", [name])
+    return found[0] if found else None
 
 
 def lease(
@@ -569,7 +571,10 @@ def lease(
             previous = found[0] if found else None
             if previous is not None and previous.content_hash == content_hash:
                 if dbops.execute(reg, "SELECT 1 FROM pg_database WHERE datname = %s", [previous.copy]):
-                    return Leased(_renew_found(reg, name, ttl), "found", built, False, (), ())
+                    renewed = _renew_found(reg, name, ttl)
+                    if renewed is not None:
+                        return Leased(renewed, "found", built, False, (), ())
+                    previous = None
             if previous is not None and previous.database != plan.name:
                 raise ConfigError(
                     f"lease {name} holds a copy of {previous.database}, not of {plan.name}",
