@@ -77,3 +77,17 @@ def test_a_ttl_running_out_under_a_live_renewal_never_drops_the_copy(lease_world
     assert holder.returncode == 0, holder.stderr.read() if holder.stderr else ""
     assert copy not in world.server.databases()
     assert world.registry("SELECT count(*) FROM leases") == [(0,)]
+
+
+def test_a_client_killed_while_building_the_template_leaves_the_build_to_the_next(lease_world: Any) -> None:
+    world = lease_world
+    killed = world.clients[0].run("lease", "app", "--json", PROVISION_KILL_AT="sql-loaded")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not {name for name in world.server.databases() if "__tpl_" in name}, "no half-built template"
+    # Its build lock went with its connection: the next machine builds the template and gets its copy.
+    got = world.clients[1].json("lease", "app")
+    assert got["built_template"] is True and got["action"] == "new"
+    assert world.copy_rows(got["lease"]["copy"]) == [("a",), ("b",)]
+    assert [r[0] for r in world.registry("SELECT name FROM leases")] == [got["lease"]["name"]]
+    # What it does leave: its staging copy, which only `fresh` (under the provisioner lock) drops.
+    assert len({name for name in world.server.databases() if "__stage_" in name}) <= 1
