@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -43,6 +44,7 @@ from .session import tables_at_risk
 from .targets import make_target
 
 if TYPE_CHECKING:
+    from .build.leases import GcResult, Lease, LeaseList, LeaseResult
     from .endpoint import Endpoint
     from .gitrepo import Checkout
     from .postgres.dbops import Connection
@@ -73,6 +75,11 @@ __all__ = [
     "down",
     "endpoint",
     "fresh",
+    "lease",
+    "lease_gc",
+    "lease_list",
+    "lease_release",
+    "lease_renew",
     "logs",
     "plan_fresh",
     "psql_command",
@@ -613,3 +620,110 @@ def branch_install_hook(cfg: Config, *, force: bool = False) -> HookResult:
     partial.chmod(0o755)
     partial.replace(path)
     return HookResult(str(path), replaced)
+
+
+# ---------------------------------------------------------------- leases on a shared server
+
+
+@contextlib.contextmanager
+def _registry(cfg: Config) -> Iterator[tuple[Connection, Connection]]:
+    """(registry, maintenance) connections to the configured server, the registry created on first use."""
+    from .build import leases
+    from .postgres import dbops
+
+    ep = endpoint(cfg)
+    with dbops.connection(ep, application_name=leases.APP) as admin:
+        reg = leases.connect_registry(ep, admin)
+        try:
+            yield reg, admin
+        finally:
+            reg.close()
+
+
+def lease(
+    cfg: Config,
+    database: str | None = None,
+    *,
+    ttl: float | None = None,
+    name: str | None = None,
+    timeout: float | None = None,
+    on_event: EventFn | None = None,
+) -> LeaseResult:
+    """Lease a private copy of `database` (default: the first configured) built from the current sources.
+
+    The template for their content hash is built once, by whichever client gets there first. The
+    lease expires `ttl` seconds from now (default `lease_ttl`) unless renewed; then whichever client
+    runs next drops the copy. A `name` is found again by the next call with that name (refreshed
+    from the new template when the sources changed). CapReached when `lease_max_bytes` would be
+    passed even after evicting expired leases and unused templates."""
+    from .build import leases
+    from .build.pipeline import plan_database
+
+    emit = on_event or ignore
+    started = time.monotonic()
+    plan = plan_database(cfg, cfg.database(_name(cfg, database)))
+    server, _ = make_target(cfg).ready(
+        create=True, recreate=False, timeout=session.timeout_of(cfg, timeout), on_event=emit
+    )
+    admin = server.admin_connection(leases.APP)
+    try:
+        reg = leases.connect_registry(server.endpoint, admin)
+        try:
+            got = leases.lease(
+                server, reg, admin, plan, ttl=cfg.lease_ttl if ttl is None else ttl, name=name,
+                cap=cfg.lease_max_bytes, emit=emit,
+            )  # fmt: skip
+        finally:
+            reg.close()
+        top_up = bool(cfg.lease_spares) and leases.needs_spares(
+            admin, plan.name, got.lease.content_hash, cfg.lease_spares
+        )
+    finally:
+        admin.close()
+    ep = server.endpoint
+    if top_up:
+        from . import spares
+
+        job = spares.SpareJob(ep, plan.name, got.lease.content_hash, cfg.lease_spares, cfg.lease_max_bytes)
+        if cfg.cleanup == "sync":
+            spares.top_up(job)
+        else:
+            spares.spawn(job)
+    seconds = time.monotonic() - started
+    return leases.LeaseResult(
+        got.lease, got.action, got.built_template, got.from_spare, ep.dsn(got.lease.copy), ep.host, ep.port,
+        ep.user, got.evicted, got.expired, seconds,
+    )  # fmt: skip
+
+
+def lease_renew(cfg: Config, name: str, *, ttl: float | None = None) -> Lease:
+    """Extend lease `name` to `ttl` seconds from now (default `lease_ttl`); UnknownLease once it expired."""
+    from .build import leases
+    from .postgres import dbops
+
+    with dbops.connection(endpoint(cfg), leases.REGISTRY_DB, application_name=leases.APP) as reg:
+        return leases.renew(reg, name, cfg.lease_ttl if ttl is None else ttl)
+
+
+def lease_release(cfg: Config, name: str) -> Lease:
+    """Drop lease `name` and its copy now."""
+    from .build import leases
+
+    with _registry(cfg) as (reg, admin):
+        return leases.release(reg, admin, name)
+
+
+def lease_list(cfg: Config) -> LeaseList:
+    """Every lease on the server (expired ones too, until collected), the templates, and their disk use."""
+    from .build import leases
+
+    with _registry(cfg) as (reg, _):
+        return leases.listing(reg, cfg.lease_max_bytes)
+
+
+def lease_gc(cfg: Config) -> GcResult:
+    """Drop the copies of expired leases and copies no lease names (from cron, or any client)."""
+    from .build import leases
+
+    with _registry(cfg) as (reg, admin):
+        return leases.collect(reg, admin)

@@ -786,6 +786,235 @@ def _confirm_drop(names: Sequence[str]) -> bool:
     return click.confirm(f"Drop {listing}? They hold a branch's data", default=False)
 
 
+class _LeaseGroup(click.Group):
+    """`provision lease DB ...` is `provision lease new DB ...`; the other words are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["new", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_LeaseGroup)
+def lease() -> None:
+    """Lease private copies of a database on a shared server (target: server), with a time limit.
+
+    `provision lease DB` prints a URL for a private copy of DB built from this checkout's sources:
+    the template for their content hash is built once, by whichever client gets there first, and
+    cloned for every lease. A lease expires after its TTL unless renewed; then whichever client
+    runs next (or `lease gc` from cron) drops the copy.
+
+    \b
+    Example:
+      export DATABASE_URL="$(provision lease chatbi --ttl 2h --name pr-1234 --show-password)"
+      provision lease list
+      provision lease release pr-1234
+    """
+
+
+def _ttl_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--ttl",
+        metavar="DURATION",
+        help="How long the lease lives unless renewed: 90s, 30m, 2h, 1d (default: lease_ttl, 2h).",
+    )(f)
+
+
+def _parse_ttl(ttl: str | None) -> float | None:
+    from .config import parse_duration
+    from .errors import ConfigError
+
+    if ttl is None:
+        return None
+    seconds = parse_duration(ttl)
+    if seconds is None:
+        raise ConfigError(f"--ttl must be a duration such as 90s, 30m, 2h or 1d, got {ttl!r}")
+    return seconds
+
+
+def _lease_line(item: Any) -> str:
+    state = "EXPIRED" if item.seconds_left <= 0 else f"expires in {item.seconds_left:.0f}s ({item.expires})"
+    return f"{item.name:<20} {item.database:<12} {item.copy:<34} {_size(item.bytes):>9}  {item.owner}  {state}"
+
+
+@lease.command("new")
+@click.argument("database", required=False, shell_complete=complete_databases)
+@_ttl_option
+@click.option(
+    "--name", metavar="NAME", help="Find this lease again next time (e.g. pr-1234); refreshed when the sources changed."
+)
+@click.option("--show-password", is_flag=True, help="Print the real password in the URL instead of ***.")
+@click.option(
+    "--hold", is_flag=True, help="Stay in the foreground renewing the lease; release it on Ctrl-C or SIGTERM."
+)
+@_timeout_option
+@_json_option
+@click.option("-q", "--quiet", is_flag=True, help="Print only the URL.")
+@pass_ctx
+def lease_new(
+    obj: Context,
+    database: str | None,
+    ttl: str | None,
+    name: str | None,
+    show_password: bool,
+    hold: bool,
+    timeout: float | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Lease a private copy of DATABASE (default: the first configured) and print its URL.
+
+    \b
+    Example:
+      provision lease chatbi --ttl 30m --name pr-1234
+    """
+    from . import api
+
+    cfg = obj.config()
+    seconds = _parse_ttl(ttl)
+
+    def emit(event: Event) -> None:
+        if not quiet and event.kind != "progress":
+            where = f"[{event.database}] " if event.database else ""
+            took = f"  {event.seconds:.2f}s" if event.seconds is not None else ""
+            click.echo(f"  .. {where}{event.message}{took}", err=True)
+
+    result = api.lease(cfg, database, ttl=seconds, name=name, timeout=timeout, on_event=emit)
+    got = result.lease
+    if as_json:
+        _echo_json(result)
+    else:
+        if not quiet:
+            built = ", template built" if result.built_template else ""
+            click.echo(
+                f"lease {got.name}: {result.action}{built}, expires {got.expires}  ({result.seconds:.3f}s)", err=True
+            )
+        if show_password:
+            from .endpoint import Endpoint
+
+            click.echo(Endpoint(result.host, result.port, result.user, cfg.password).dsn(got.copy, True))
+        else:
+            click.echo(result.url)
+    if hold:
+        _hold(cfg, got.name, seconds if seconds is not None else cfg.lease_ttl, quiet)
+
+
+def _hold(cfg: Config, name: str, ttl: float, quiet: bool) -> None:
+    """Renew every third of the TTL until Ctrl-C or SIGTERM, then release."""
+    import signal
+    import time
+
+    from . import api
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    sys.stdout.flush()
+    from .errors import UnknownLease
+
+    try:
+        while True:
+            time.sleep(ttl / 3)
+            try:
+                api.lease_renew(cfg, name, ttl=ttl)
+            except UnknownLease:
+                raise
+            except ProvisionError as exc:  # a lost connection: the next renewal may get through in time
+                click.echo(f"warning: renewing lease {name} failed, trying again: {exc.message}", err=True)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        api.lease_release(cfg, name)
+        if not quiet:
+            click.echo(f"released lease {name}", err=True)
+
+
+@lease.command("list")
+@_json_option
+@pass_ctx
+def lease_list(obj: Context, as_json: bool) -> None:
+    """List the leases (owner, size, expiry) and templates on the server, and their total disk use.
+
+    \b
+    Example:
+      provision lease list --json
+    """
+    from . import api
+
+    result = api.lease_list(obj.config())
+    if as_json:
+        _echo_json(result)
+        return
+    for item in result.leases:
+        click.echo(_lease_line(item))
+    for tpl in result.templates:
+        click.echo(f"template {tpl.template}  {_size(tpl.bytes)}  {tpl.leases} lease(s)  last used {tpl.last_used}")
+    cap = f" of {_size(result.max_bytes)} allowed (lease_max_bytes)" if result.max_bytes else ""
+    click.echo(f"{len(result.leases)} lease(s), {len(result.templates)} template(s): {_size(result.total_bytes)}{cap}")
+
+
+@lease.command("release")
+@click.argument("name")
+@_json_option
+@pass_ctx
+def lease_release(obj: Context, name: str, as_json: bool) -> None:
+    """Drop lease NAME and its copy now.
+
+    \b
+    Example:
+      provision lease release pr-1234
+    """
+    from . import api
+
+    result = api.lease_release(obj.config(), name)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"released lease {result.name}: dropped {result.copy}")
+
+
+@lease.command("renew")
+@click.argument("name")
+@_ttl_option
+@_json_option
+@pass_ctx
+def lease_renew(obj: Context, name: str, ttl: str | None, as_json: bool) -> None:
+    """Extend lease NAME to its TTL from now (exit 2 when it already expired).
+
+    \b
+    Example:
+      provision lease renew pr-1234 --ttl 1h
+    """
+    from . import api
+
+    result = api.lease_renew(obj.config(), name, ttl=_parse_ttl(ttl))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"renewed lease {result.name}: expires {result.expires}")
+
+
+@lease.command("gc")
+@_json_option
+@pass_ctx
+def lease_gc(obj: Context, as_json: bool) -> None:
+    """Drop the copies of expired leases (and copies no lease names). Safe to run from cron.
+
+    \b
+    Example:
+      provision lease gc
+    """
+    from . import api
+
+    result = api.lease_gc(obj.config())
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"dropped {len(result.expired)} expired lease copies, {len(result.orphans)} orphaned copies")
+        for name in result.expired + result.orphans:
+            click.echo(f"  {name}")
+
+
 def _confirm_replace(at_risk: dict[str, int]) -> bool:
     listing = ", ".join(f"{name} ({count} tables)" for name, count in at_risk.items())
     if not sys.stdin.isatty():
@@ -800,6 +1029,14 @@ def housekeep_command() -> None:
     from . import housekeeping
 
     housekeeping.run(sys.stdin.buffer.read())
+
+
+@cli.command("_lease_spares", hidden=True)
+def lease_spares_command() -> None:
+    """Internal: the detached top-up of a lease's spare copies (the job arrives on stdin)."""
+    from . import spares
+
+    spares.run(sys.stdin.buffer.read())
 
 
 def _confirm(question: str) -> None:

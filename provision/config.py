@@ -107,6 +107,8 @@ class Config:
     tmpfs: bool = False
     trust_local: bool = False  # the container accepts logins without a password (a throwaway test server)
     bind: str = "127.0.0.1"
+    # docker: the address the published port is reached at; None derives it (DOCKER_HOST's host, else bind).
+    connect_host: str | None = None
     port: int = 5432
     host: str = "127.0.0.1"
     user: str = "chatbi"
@@ -119,6 +121,9 @@ class Config:
     cleanup: Literal["background", "sync"] = "background"
     allow_remote: bool = False
     snapshot_limit_mb: int = 0  # refuse a snapshot save that takes snapshots past this; 0: no limit
+    lease_ttl: float = 7200.0  # seconds a lease lives unless renewed (`provision lease --ttl`)
+    lease_max_bytes: int = 0  # cap on what leases keep on the server (copies and templates); 0: no cap
+    lease_spares: int = 1  # copies of a template made ahead, so a lease is a rename instead of a clone
     databases: tuple[DatabaseConfig, ...] = ()
     # Where relative SQL paths are resolved from, and what to call the config in messages.
     base_dir: Path = field(default_factory=Path.cwd)
@@ -176,6 +181,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "tmpfs": "bool",
     "trust_local": "bool",
     "bind": "ip",
+    "connect_host": "optional_host",
     "port": "port",
     "host": "str",
     "user": "identifier",
@@ -187,6 +193,9 @@ _SCALAR_KEYS: dict[str, str] = {
     "cleanup": "cleanup",
     "allow_remote": "bool",
     "snapshot_limit_mb": "non_negative_int",
+    "lease_ttl": "duration",
+    "lease_max_bytes": "non_negative_int",
+    "lease_spares": "non_negative_int",
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
@@ -298,6 +307,24 @@ def load_config(
     if not databases:
         raise ConfigError(f"no databases configured in {source}", hint="add at least one entry under `databases:`")
     return Config(databases=databases, base_dir=base_dir, source=source, **values)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from 90, "90s", "30m", "2h" or "1d"; None for anything else (or not above zero)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(str(value))
+        if match is None:
+            return None
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    return seconds if seconds > 0 else None
 
 
 def is_local_host(host: str) -> bool:
@@ -532,6 +559,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if kind == "non_negative_int" and number < 0:
             raise bad("a whole number of at least 0")
         return number
+    if kind == "duration":
+        seconds = parse_duration(value)
+        if seconds is None:
+            raise bad("a duration such as 90s, 30m, 2h or 1d (or a number of seconds)")
+        return seconds
     if kind == "positive_float":
         try:
             number_f = float(value) if not isinstance(value, bool) else -1.0
@@ -559,6 +591,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     elif kind == "name":
         if not _CONTAINER_NAME.fullmatch(value):
             raise bad("a container name (letters, digits, '_', '.', '-')")
+    elif kind == "optional_host":
+        if value in (None, ""):
+            return None
+        if any(c.isspace() for c in value) or "/" in value:
+            raise bad("a host name or address (no scheme, port or path)")
     elif kind == "optional_name":
         if value in (None, ""):
             return None

@@ -120,6 +120,19 @@ class NoGitBranch(ProvisionError):
     default_hint = "run it inside a git checkout, on a branch (`git switch NAME`); nothing was changed"
 
 
+class UnknownLease(ConfigError):
+    """No lease of that name (it was released, or it expired and was dropped)."""
+
+    default_hint = "`provision lease list` shows the leases on the server"
+
+
+class CapReached(ProvisionError):
+    """A lease would take what provision keeps on a shared server past `lease_max_bytes`."""
+
+    exit_code = 14
+    meaning = "lease refused: the shared server's cap (`lease_max_bytes`) is reached, even after evicting"
+
+
 # Exit codes that are not errors of this hierarchy.
 SUCCESS = 0
 DRIFT_FOUND = 11

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
+from ..config import is_local_host
 from ..endpoint import Endpoint, connect_host
 from ..errors import ConfigError, ContainerError, DockerUnavailable, ProvisionError
 from ..events import Event, EventFn
@@ -60,11 +61,21 @@ class DockerTarget(Target):
         """The address the published port is reached at: the engine's host when it is remote, else the bind address."""
         from .docker_engine import remote_engine_host
 
+        cfg = self.cfg
+        if cfg.connect_host:
+            return cfg.connect_host
         try:
             remote = remote_engine_host(os.environ)
         except DockerUnavailable:
             remote = None  # an unreadable docker context: the engine's own calls will say so
-        return remote or connect_host(self.cfg.bind)
+        if remote and not is_local_host(remote) and is_local_host(cfg.bind):
+            raise ConfigError(
+                f"the Docker engine runs on {remote}, and the port would be published on its loopback ({cfg.bind}), "
+                "which cannot be reached from here",
+                hint="set bind: 0.0.0.0 (or an address of that host) to publish it where this machine can connect, "
+                "or set connect_host to the local end of a tunnel you forward to it (ssh -L)",
+            )
+        return remote or connect_host(cfg.bind)
 
     def endpoint_at(self, port: int) -> Endpoint:
         cfg = self.cfg
@@ -90,6 +101,7 @@ class DockerTarget(Target):
         from .probe import ContainerProbe
 
         started = time.monotonic()
+        _ = self.host  # a port that could not be reached from here is refused before anything starts
         engine, name = self.engine, self.container
         action: Action
         if create:

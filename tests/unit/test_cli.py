@@ -118,7 +118,7 @@ def test_help_documents_exit_codes_and_commands() -> None:
     assert result.exception is None, result.output
     assert "Exit codes:" in result.output
     codes = exit_codes()
-    assert {code for code, _ in codes} == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 130}
+    assert {code for code, _ in codes} == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 130}
     for code, meaning in codes:
         assert f"{code:<3} {meaning.replace('`', '')}" in result.output
     for command in SUBCOMMANDS:
