@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from . import session
-from .build import snapshots
+from .build import branches, snapshots
 from .build.pipeline import Server
 from .config import Config
 from .errors import ConfigError, ProvisionError
@@ -40,60 +40,13 @@ from .results import (
     TemplateStatus,
     UpResult,
 )
-from .session import tables_at_risk
 from .targets import make_target
 
 if TYPE_CHECKING:
     from .build.leases import GcResult, Lease, LeaseList, LeaseResult
     from .endpoint import Endpoint
-    from .gitrepo import Checkout
     from .postgres.dbops import Connection
 
-__all__ = [
-    "BranchList",
-    "BranchPruneResult",
-    "BranchSwitchResult",
-    "Command",
-    "DatabasePlan",
-    "DatabaseStatus",
-    "DownResult",
-    "FreshPlan",
-    "FreshResult",
-    "HookResult",
-    "StatusResult",
-    "TemplateStatus",
-    "UpResult",
-    "branch_install_hook",
-    "branch_list",
-    "branch_prune",
-    "branch_switch",
-    "check",
-    "connect",
-    "connect_admin",
-    "database_url",
-    "doctor",
-    "down",
-    "endpoint",
-    "fresh",
-    "lease",
-    "lease_gc",
-    "lease_list",
-    "lease_release",
-    "lease_renew",
-    "logs",
-    "plan_fresh",
-    "psql_command",
-    "snapshot_export",
-    "snapshot_list",
-    "snapshot_restore",
-    "snapshot_rm",
-    "snapshot_save",
-    "status",
-    "tables_at_risk",
-    "up",
-    "wait",
-    "wait_for_housekeeping",
-]
 
 
 # ---------------------------------------------------------------- the server
@@ -212,15 +165,15 @@ def fresh(
 
     with session.holding_lock(cfg, server, "fresh", emit, wait=wait_for_lock) as lock_conn:
         names = [p.name for p in plans]
-        here = _checkout(cfg)
-        note = _branch_note(lock_conn, names, here, replacing=True)
+        here = branches.checkout_or_none(cfg.base_dir)
+        note = branches.note_for(lock_conn, names, here, replacing=True)
         if note:
             emit(Event("info", note))
         if not yes:
             session.confirm_replace(server, names, confirm)
         cleanup_leftovers(lock_conn, names, emit)
         results = fresh_databases(server, lock_conn, plans, use_cache, emit, template_now=cfg.cleanup == "sync")
-        _mark_branch(cfg, lock_conn, names, here)
+        branches.mark_here(cfg, lock_conn, names, here)
         mode: Literal["background", "sync"]
         if cfg.cleanup == "background":
             dbops.release_lock(lock_conn)
@@ -268,7 +221,6 @@ def snapshot_save(
 
     Sessions on those databases are ended (a template copy needs that). Refused when a snapshot of
     that name exists (unless force) or when the snapshots would pass `snapshot_limit_mb`."""
-    from .build import branches
     from .build.pipeline import cleanup_leftovers
     from .postgres import dbops
 
@@ -331,7 +283,7 @@ def snapshot_restore(
             session.confirm_replace(server, names, confirm)
         cleanup_leftovers(admin, names, emit)
         done = snapshots.restore(admin, found, emit)
-        _mark_branch(cfg, admin, names, _checkout(cfg))
+        branches.mark_here(cfg, admin, names, branches.checkout_or_none(cfg.base_dir))
         mode = _tidy_after(cfg, server, names, emit)
     restored = tuple(RestoredDatabase(s.database, *done[s.database], s.alembic_versions) for s in found)
     return SnapshotRestoreResult(name, restored, time.monotonic() - started, mode)
@@ -350,7 +302,6 @@ def snapshot_export(
     made by the server's own pg_dump (the local one for a server target) and streamed to disk.
 
     The file appears only when the dump is complete (it is written beside it, then renamed)."""
-    from pathlib import Path
 
     from .errors import ServerError
 
@@ -471,7 +422,7 @@ def status(cfg: Config) -> StatusResult:
         rows = dbops.list_databases(admin)
         databases, templates = staleness.describe(cfg, ep, admin, rows, version)
         found = tuple(snapshots.list_snapshots(admin, [db.name for db in cfg.databases]))
-        note = _branch_note(admin, [db.name for db in cfg.databases], _checkout(cfg))
+        note = branches.note_for(admin, [db.name for db in cfg.databases], branches.checkout_or_none(cfg.base_dir))
     finally:
         admin.close()
     pretty = f"{version // 10000}.{version % 10000}"
@@ -479,33 +430,6 @@ def status(cfg: Config) -> StatusResult:
 
 
 # ---------------------------------------------------------------- dev databases that follow the git branch
-
-
-def _checkout(cfg: Config) -> Checkout | None:
-    """The git checkout holding the config, on a branch; None outside git or on a detached HEAD."""
-    from .errors import NoGitBranch
-    from .gitrepo import checkout
-
-    try:
-        return checkout(cfg.base_dir)
-    except NoGitBranch:
-        return None
-
-
-def _branch_note(admin: Connection, names: Sequence[str], here: Checkout | None, replacing: bool = False) -> str | None:
-    from .build import branches
-    from .postgres import dbops
-
-    return branches.notice(dbops.list_databases(admin), names, here.branch, replacing) if here else None
-
-
-def _mark_branch(cfg: Config, admin: Connection, names: Sequence[str], here: Checkout | None) -> None:
-    """After a verb put databases in place on this branch: they belong to it now (and the hook knows)."""
-    from .build import branches
-
-    if here is not None:
-        branches.mark(admin, names, here.branch)
-        branches.remember(cfg, here, here.branch)
 
 
 def branch_switch(
@@ -520,7 +444,6 @@ def branch_switch(
     Its copies come back by a rename when their content hash matches the sources now; otherwise they
     are built (a warm `fresh`). Copies that hold data are only dropped (stale or superseded ones)
     with yes=True or when `confirm` agrees. NoGitBranch outside git or on a detached HEAD."""
-    from .build import branches
     from .build.pipeline import cleanup_leftovers
     from .gitrepo import checkout
 
@@ -540,10 +463,9 @@ def branch_switch(
 
 def branch_list(cfg: Config) -> BranchList:
     """Each branch's databases (in place or put aside), their size and when they were last used."""
-    from .build import branches
     from .gitrepo import local_branches
 
-    here = _checkout(cfg)
+    here = branches.checkout_or_none(cfg.base_dir)
     names = [db.name for db in cfg.databases]
     server, _ = make_target(cfg).ready(create=False, recreate=False, timeout=cfg.timeout, on_event=ignore)
     admin = server.admin_connection("provision branch")
@@ -564,7 +486,6 @@ def branch_prune(
 ) -> BranchPruneResult:
     """Drop the copies of branches deleted from git (with merged=True also of branches merged into the
     one checked out). They are the only copy of those branches' data: yes=True or `confirm` must agree."""
-    from .build import branches
     from .errors import Refused
     from .gitrepo import checkout, local_branches, merged_branches
 
@@ -590,36 +511,8 @@ def branch_install_hook(cfg: Config, *, force: bool = False) -> HookResult:
 
     A checkout that stays on the branch the databases follow ends in the shell, before any Python.
     Refused when another post-checkout hook exists (unless force)."""
-    import sys
 
-    from .build import branches
-    from .errors import Refused
-    from .gitrepo import checkout, hooks_dir
-
-    here = checkout(cfg.base_dir)
-    if cfg.source == "built-in defaults":
-        raise ConfigError(
-            "the hook needs a config file to run `provision branch` with",
-            hint="pass -c FILE (or set $PROVISION_CONFIG)",
-        )
-    path = hooks_dir(here.top) / "post-checkout"
-    replaced = path.exists()
-    if replaced and branches.HOOK_MARK not in path.read_text(encoding="utf-8", errors="replace") and not force:
-        raise Refused(
-            f"{path} exists and is not provision's",
-            hint="pass --force to replace it, or add `provision -c CONFIG branch --quiet` to it yourself",
-        )
-    config = str(Path(cfg.source).resolve())
-    # The console script beside this Python when there is one: it skips runpy, a few ms of every switch.
-    script = Path(sys.executable).parent / "provision"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "provision"]
-    text = branches.hook_script(command, config, here.top.resolve(), branches.state_file(cfg, here).resolve())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.chmod(0o755)
-    partial.replace(path)
-    return HookResult(str(path), replaced)
+    return branches.install_hook(cfg, force)
 
 
 # ---------------------------------------------------------------- leases on a shared server

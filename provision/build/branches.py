@@ -17,20 +17,21 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..checkpoints import checkpoint
 from ..config import Config
-from ..errors import Refused
+from ..errors import ConfigError, NoGitBranch, Refused
 from ..events import Event, EventFn, ignore
-from ..gitrepo import Checkout
+from ..gitrepo import Checkout, checkout, hooks_dir
 from ..names import derived_name, derived_prefix, spare_name, template_name
 from ..postgres import dbops
 from ..postgres.dbops import Connection, DatabaseRow
 from ..postgres.retry import call_with_retries
-from ..results import BranchCopy, BranchInfo, BranchList, BranchMove
+from ..results import BranchCopy, BranchInfo, BranchList, BranchMove, HookResult
 from .pipeline import BuildPlan, Server, ensure_template, now, provenance, read_comment
 from .snapshots import list_snapshots
 
@@ -393,3 +394,53 @@ def prune(admin: Connection, databases: Sequence[str], branches: Sequence[str]) 
             dropped.append(copy.name)
             freed += copy.size_bytes
     return dropped, freed
+
+
+# ---------------------------------------------------------------- what the verbs share
+
+
+def checkout_or_none(base_dir: Path) -> Checkout | None:
+    """The git checkout holding the config, on a branch; None outside git or on a detached HEAD."""
+    try:
+        return checkout(base_dir)
+    except NoGitBranch:
+        return None
+
+
+def note_for(admin: Connection, names: Sequence[str], here: Checkout | None, replacing: bool = False) -> str | None:
+    return notice(dbops.list_databases(admin), names, here.branch, replacing) if here else None
+
+
+def mark_here(cfg: Config, admin: Connection, names: Sequence[str], here: Checkout | None) -> None:
+    """After a verb put databases in place on this branch: they belong to it now (and the hook knows)."""
+    if here is not None:
+        mark(admin, names, here.branch)
+        remember(cfg, here, here.branch)
+
+
+def install_hook(cfg: Config, force: bool) -> HookResult:
+    """Write the post-checkout hook (see api.branch_install_hook)."""
+    here = checkout(cfg.base_dir)
+    if cfg.source == "built-in defaults":
+        raise ConfigError(
+            "the hook needs a config file to run `provision branch` with",
+            hint="pass -c FILE (or set $PROVISION_CONFIG)",
+        )
+    path = hooks_dir(here.top) / "post-checkout"
+    replaced = path.exists()
+    if replaced and HOOK_MARK not in path.read_text(encoding="utf-8", errors="replace") and not force:
+        raise Refused(
+            f"{path} exists and is not provision's",
+            hint="pass --force to replace it, or add `provision -c CONFIG branch --quiet` to it yourself",
+        )
+    config = str(Path(cfg.source).resolve())
+    # The console script beside this Python when there is one: it skips runpy, a few ms of every switch.
+    script = Path(sys.executable).parent / "provision"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "provision"]
+    text = hook_script(command, config, here.top.resolve(), state_file(cfg, here).resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.chmod(0o755)
+    partial.replace(path)
+    return HookResult(str(path), replaced)
