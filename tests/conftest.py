@@ -221,6 +221,9 @@ def alembic_cli(project: Project, *args: str, database: str = "chatbi") -> subpr
 SAMPLE = REPO / "tests" / "plugin_sample"
 TX_SAMPLE = REPO / "tests" / "plugin_tx_sample"
 RECYCLE_SAMPLE = REPO / "tests" / "plugin_recycle_sample"
+DRIVERS_SAMPLE = REPO / "tests" / "plugin_drivers_sample"
+ENV_SAMPLE = REPO / "tests" / "plugin_env_sample"
+KEEP_SAMPLE = REPO / "tests" / "plugin_keep_sample"
 
 
 def run_sample(
