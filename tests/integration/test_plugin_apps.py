@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DRIVERS_SAMPLE, Project, list_databases, run_sample
+from tests.conftest import DRIVERS_SAMPLE, ENV_SAMPLE, Project, list_databases, run_sample
 
 pytestmark = pytest.mark.integration
 
@@ -18,3 +18,35 @@ def test_psycopg3_asyncpg_and_sqlalchemy_reach_each_copy_through_url(project: Pr
     assert result.returncode == 0, result.stdout + result.stderr
     assert "18 passed" in result.stdout, result.stdout
     assert not [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]
+
+
+APP_ENV = (
+    "POSTGRES_SERVER={host} POSTGRES_PORT={port} POSTGRES_DB={database} POSTGRES_USER={user} "
+    "POSTGRES_PASSWORD={password}"
+)
+
+
+def test_an_app_that_builds_its_engine_at_import_runs_against_the_session_copy(
+    project: Project, docker_client: Any
+) -> None:
+    """provision_env sets POSTGRES_* before the app's conftest imports it: its engine reaches a
+    session-wide copy (one per xdist worker), its own commits work, the recipe isolates each test,
+    and the copies are gone afterwards."""
+    ini = project.dir / "pytest.ini"
+    ini.write_text(f"[pytest]\npythonpath = {ENV_SAMPLE}\n")
+    without = run_sample(project, "-c", str(ini), sample=ENV_SAMPLE)
+    assert without.returncode != 0 and "POSTGRES_SERVER, POSTGRES_DB, POSTGRES_USER not set" in (
+        without.stdout + without.stderr
+    )
+
+    ini.write_text(f"[pytest]\npythonpath = {ENV_SAMPLE}\nprovision_env = {APP_ENV}\n")
+    basetemp = project.dir / "basetemp"
+    for xdist in ([], ["-p", "xdist", "-n", "2"]):
+        result = run_sample(project, "-c", str(ini), f"--basetemp={basetemp}", *xdist, sample=ENV_SAMPLE)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "6 passed" in result.stdout, result.stdout
+    copies = {path.name: path.read_text() for path in project.dir.rglob("env-copy-*")}
+    assert {"env-copy-main", "env-copy-gw0", "env-copy-gw1"} <= set(copies), copies
+    assert len(set(copies.values())) == len(copies), copies  # each process its own copy
+    assert not [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]
+    assert "POSTGRES_PASSWORD" not in result.stdout
