@@ -513,7 +513,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         held = item.stash.get(_HELD, [])
         if session is not None and session.keep == "failed" and held:
             lines = [f"kept {db.name} for debugging: {db.masked_url}" for db in held]
-            lines.append("(`provision url --show-password` gives the password; the next session drops it)")
+            lines.append("(the password is the config's `password`; the next test session drops the copy)")
             report.sections.append((f"Captured provision {call.when}", "\n".join(lines)))
     return report
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DRIVERS_SAMPLE, ENV_SAMPLE, Project, list_databases, run_sample
+from tests.conftest import DRIVERS_SAMPLE, ENV_SAMPLE, KEEP_SAMPLE, Project, list_databases, run_sample
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +50,41 @@ def test_an_app_that_builds_its_engine_at_import_runs_against_the_session_copy(
     assert len(set(copies.values())) == len(copies), copies  # each process its own copy
     assert not [n for n in list_databases(docker_client, project.name + "-test") if "__pool_" in n]
     assert "POSTGRES_PASSWORD" not in result.stdout
+
+
+def test_a_failed_tests_copy_is_kept_and_named_in_its_report(project: Project, docker_client: Any) -> None:
+    """provision_keep = failed: the failing test's copy stays with its rows, its report and the end
+    of the run name it with a masked URL, the passing tests' copies go, and the next session
+    removes it unless it keeps everything."""
+    container = project.name + "-test"
+    password = project.config().password
+    for switch in (["-o", "provision_keep=failed"], ["--provision-keep=failed", "-p", "xdist", "-n", "2"]):
+        result = run_sample(project, *switch, sample=KEEP_SAMPLE)
+        assert result.returncode == 1 and "1 failed, 2 passed" in result.stdout, result.stdout + result.stderr
+        pools = [n for n in list_databases(docker_client, container) if "__pool_" in n]
+        assert len(pools) == 1, pools
+        kept = pools[0]
+        report = result.stdout.split("Captured provision call")[1]
+        assert f"kept {kept} for debugging: postgresql://chatbi:***@" in report, result.stdout
+        assert f"  {kept}  postgresql://chatbi:***@" in result.stdout.split("provision: kept 1 database(s)")[1]
+        assert f":{password}@" not in result.stdout + result.stderr
+        assert query_at(docker_client, container, kept, "SELECT email FROM app_users") == ["evidence@example.com"]
+
+    # Keeping everything leaves the earlier session's copy alone; the default run removes it.
+    everything = run_sample(project, "--provision-keep", "-k", "test_passes", sample=KEEP_SAMPLE)
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    assert kept in list_databases(docker_client, container)
+    cleanup = run_sample(project, "-k", "test_passes", sample=KEEP_SAMPLE)
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert not [n for n in list_databases(docker_client, container) if "__pool_" in n]
+
+    # The default keeps nothing, and says nothing about keeping.
+    default = run_sample(project, sample=KEEP_SAMPLE)
+    assert default.returncode == 1 and "kept" not in default.stdout, default.stdout
+    assert not [n for n in list_databases(docker_client, container) if "__pool_" in n]
+
+
+def query_at(docker_client: Any, container: str, dbname: str, sql: str) -> list[str]:
+    code, out = docker_client.containers.get(container).exec_run(["psql", "-U", "chatbi", "-d", dbname, "-Atc", sql])
+    assert code == 0, out
+    return out.decode().split()
