@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from tests.conftest import DRIVERS_SAMPLE, ENV_SAMPLE, KEEP_SAMPLE, Project, list_databases, run_sample
+from tests.conftest import DRIVERS_SAMPLE, ENV_SAMPLE, KEEP_SAMPLE, Project, list_databases, run_cli, run_sample
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +89,25 @@ def query_at(docker_client: Any, container: str, dbname: str, sql: str) -> list[
     code, out = docker_client.containers.get(container).exec_run(["psql", "-U", "chatbi", "-d", dbname, "-Atc", sql])
     assert code == 0, out
     return out.decode().split()
+
+
+def test_the_test_server_outlives_the_run_until_provision_down(project: Project, docker_client: Any) -> None:
+    """The test container stays after a run (the next reuses it), doctor lists it, and
+    --provision-down removes it at the end of a run."""
+    container = project.name + "-test"
+    assert run_sample(project, "-k", "test_passes", sample=KEEP_SAMPLE).returncode == 0
+    assert docker_client.containers.get(container).status == "running"
+    found = {c["name"]: c for c in json.loads(doctor_json(project))["checks"]}
+    assert found["test server"]["status"] == "ok", found
+    assert f"{container} (the pytest plugin's, data in memory) is running" in found["test server"]["detail"]
+
+    down = run_sample(project, "-k", "test_passes", "--provision-down", sample=KEEP_SAMPLE)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"provision: test server {container} removed" in down.stdout
+    assert container not in [c.name for c in docker_client.containers.list(all=True)]
+    assert "test server" not in {c["name"] for c in json.loads(doctor_json(project))["checks"]}
+
+
+def doctor_json(project: Project) -> str:
+    result = run_cli("-c", str(project.path), "doctor", "--json", cwd=project.dir)
+    return result.stdout
