@@ -405,6 +405,8 @@ def _env_pairs(config: pytest.Config) -> list[tuple[str, str]]:
     return pairs
 
 
+# First: pytest-django imports the app's settings in this same hook.
+@pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     """provision_env: before any conftest or test module is imported (an app that builds its engine
     at import reads these), point the variables at a copy made for this session (each xdist worker
