@@ -60,6 +60,8 @@ _WORKER_KEPT = "provision_kept"
 # On a test item: the copies its provision_db fixtures hold, and whether its setup or call failed.
 _HELD = pytest.StashKey[list["ProvisionedDatabase"]]()
 _FAILED = pytest.StashKey[bool]()
+# On a Django test item (provision_django_copies): its copy, and the database name Django had before.
+_DJANGO = pytest.StashKey[tuple["ProvisionedDatabase", str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -114,6 +116,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "placeholders {host} {port} {user} {password} {database} {url}.",
         type="args",
         default=[],
+    )
+    parser.addini(
+        "provision_django_copies",
+        "pytest-django: each test marked django_db gets its own copy, Django's default connection pointed at it.",
+        type="bool",
+        default=False,
     )
     parser.addini(
         "provision_env_database",
@@ -420,8 +428,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
     try:
         session = _session(early_config)
-        database = early_config.getini("provision_env_database") or session.config.databases[0].name
-        name = session.make_session_copy(database)
+        name = session.make_session_copy(_env_database(early_config, session))
     except ProvisionError as exc:
         raise pytest.UsageError(f"provision_env: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")) from exc
     ep = session.endpoint
@@ -545,17 +552,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def provision_db_factory(
     provision_session: ProvisionSession, request: pytest.FixtureRequest
 ) -> Iterator[Callable[[str], ProvisionedDatabase]]:
-    taken = request.node.stash.setdefault(_HELD, [])
+    held = request.node.stash.setdefault(_HELD, [])
+    taken: list[ProvisionedDatabase] = []
 
     def make(database: str) -> ProvisionedDatabase:
         db = provision_session.acquire(database)
         taken.append(db)
+        held.append(db)
         return db
 
     yield make
     failed = request.node.stash.get(_FAILED, False)
-    while taken:
-        provision_session.release(taken.pop(0), failed=failed)
+    for db in taken:
+        held.remove(db)
+        provision_session.release(db, failed=failed)
 
 
 @pytest.fixture
@@ -563,6 +573,39 @@ def provision_db(
     provision_db_factory: Callable[[str], ProvisionedDatabase], provision_session: ProvisionSession
 ) -> ProvisionedDatabase:
     return provision_db_factory(provision_session.config.databases[0].name)
+
+
+def _env_database(config: pytest.Config, session: ProvisionSession) -> str:
+    return str(config.getini("provision_env_database")) or session.config.databases[0].name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """provision_django_copies: before pytest-django's fixtures open a transaction, point Django's
+    default connection at a copy of this test's own."""
+    if item.get_closest_marker("django_db") is None or not item.config.getini("provision_django_copies"):
+        return
+    from .django_copies import use_database
+
+    session = _session(item.config)
+    db = session.acquire(_env_database(item.config, session))
+    item.stash[_DJANGO] = (db, use_database(db.name))
+    item.stash.setdefault(_HELD, []).append(db)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """After every fixture's teardown (pytest-django's rollback or flush): Django back to the
+    session's database, the copy back to the pool (or kept, for a failure)."""
+    if _DJANGO not in item.stash:
+        return
+    from .django_copies import use_database
+
+    db, previous = item.stash[_DJANGO]
+    del item.stash[_DJANGO]
+    use_database(previous)  # closes the test's connection, so the copy can be reused
+    item.stash[_HELD].remove(db)
+    item.config.stash[_SESSION].release(db, failed=item.stash.get(_FAILED, False))
 
 
 class TransactionalCopies:

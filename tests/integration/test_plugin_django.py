@@ -22,8 +22,8 @@ class Migration(migrations.Migration):
 def test_django_suite_runs_on_copies_of_a_template_built_by_its_own_migrate(
     project: Project, docker_client: Any
 ) -> None:
-    """The template is built once by `manage.py migrate`, each xdist worker's tests run on a copy
-    of it under pytest-django's per-test transactions, and a new migration rebuilds it once."""
+    """The template is built once by `manage.py migrate`, each test runs on a copy of its own
+    (inside pytest-django's transaction as usual), and a new migration rebuilds it once."""
     use_django_example(project)
     container = project.name + "-test"
 
@@ -34,6 +34,8 @@ def test_django_suite_runs_on_copies_of_a_template_built_by_its_own_migrate(
     first = run_django(project, "--provision-config", str(project.path), "--reuse-db", "-p", "xdist", "-n", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "8 passed" in first.stdout, first.stdout
+    # provision_django_copies: each of the 8 tests ran on a copy of its own, given back afterwards.
+    assert "provision: 8 copies:" in first.stdout, first.stdout
     built = shop_templates()
     assert len(built) == 1, built
     # pytest-django created no test database of its own: the tests ran on provision's copies.
