@@ -7,7 +7,8 @@ example, against the same server (the plugin's own test container, tmpfs, fsync 
 the whole process (interpreter, Django set-up, database, tests):
 - `provision, first run`: a migration file changed since the last run, so the template is rebuilt
   by `manage.py migrate` before the copy is taken;
-- `provision, warm run`: nothing changed: a copy of the cached template;
+- `provision, warm run`: nothing changed: copies of the cached template (one for the session,
+  one per test: `provision_django_copies`);
 - `--create-db`: pytest-django creates its test database and migrates it, every run;
 - `--reuse-db, first run`: the same, the test database having been dropped first;
 - `--reuse-db, warm run`: pytest-django keeps its test database and runs `migrate` over it (a no-op).
@@ -89,7 +90,8 @@ def main() -> None:
             "POSTGRES_PASSWORD": ep.password,
             "POSTGRES_DB": DJANGO_DB,
         }
-        plain = ("-o", "provision_env=")  # provision's plugin inert: pytest-django makes the database
+        # provision's plugin inert: pytest-django makes the database, the tests stay on it.
+        plain = ("-o", "provision_env=", "-o", "provision_django_copies=false")
         migration = app / "shop" / "migrations" / "0003_customer_vip.py"
         times: dict[str, list[float]] = {}
 
