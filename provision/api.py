@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from .postgres.dbops import Connection
 
 
-
 # ---------------------------------------------------------------- the server
 
 

@@ -221,6 +221,37 @@ def alembic_cli(project: Project, *args: str, database: str = "chatbi") -> subpr
 SAMPLE = REPO / "tests" / "plugin_sample"
 TX_SAMPLE = REPO / "tests" / "plugin_tx_sample"
 RECYCLE_SAMPLE = REPO / "tests" / "plugin_recycle_sample"
+DRIVERS_SAMPLE = REPO / "tests" / "plugin_drivers_sample"
+ENV_SAMPLE = REPO / "tests" / "plugin_env_sample"
+KEEP_SAMPLE = REPO / "tests" / "plugin_keep_sample"
+DJANGO_EXAMPLE = REPO / "examples" / "django"
+
+
+def use_django_example(project: Project) -> Project:
+    """Copy examples/django (manage.py, settings, the shop app and its migrations, pytest.ini)
+    beside the project's config, and build its database the example's way: `manage.py migrate`."""
+    import shutil
+
+    shutil.copytree(
+        DJANGO_EXAMPLE, project.dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "provision.yaml")
+    )
+    example = yaml.safe_load((DJANGO_EXAMPLE / "provision.yaml").read_text())
+    return project.write(databases=example["databases"])
+
+
+def run_django(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the copied Django example's own suite under real pytest-django, as its developer would:
+    in its directory, with this environment's bin first on PATH (an activated venv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "PYTEST_", "POSTGRES_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "pytest.ini", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project.dir,
+        timeout=600,
+    )
 
 
 def run_sample(

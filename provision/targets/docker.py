@@ -302,6 +302,18 @@ class DockerTarget(Target):
                     else (mismatch[1] if mismatch else None if info.running else "provision up"),
                 )
             )
+        tests = engine.find(test_container(cfg))
+        if tests is not None:
+            checks.append(
+                Check(
+                    "test server",
+                    "ok",
+                    f"{tests.name} (the pytest plugin's, data in memory) is {tests.status}"
+                    + (f" on port {tests.host_port}" if tests.running else "")
+                    + f"; the next test run reuses it (`pytest --provision-down` or `docker rm -f {tests.name}` "
+                    "removes it)",
+                )
+            )
         ours = info is not None and info.host_port == cfg.port
         if not cfg.port:
             checks.append(Check("port", "ok", "Docker chooses a free port (port: 0)"))
@@ -337,7 +349,7 @@ class DockerTarget(Target):
         settings = dict(TEST_SERVER_SETTINGS)
         settings.update(dict(cfg.server_settings))
         return cfg.with_overrides(
-            container=f"{cfg.container}-test",
+            container=test_container(cfg),
             volume=None,
             tmpfs=True,
             port=0,
@@ -345,6 +357,11 @@ class DockerTarget(Target):
             cleanup="sync",
             trust_local=True,
         )
+
+
+def test_container(cfg: Config) -> str:
+    """The pytest plugin's own container for a config's tests (for_tests)."""
+    return f"{cfg.container}-test"
 
 
 def _disk_check(root: str | None) -> Check:

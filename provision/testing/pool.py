@@ -14,7 +14,7 @@ import psycopg2
 
 from ..endpoint import Endpoint
 from ..errors import ProvisionError, ServerError
-from ..names import pool_name, pool_prefix
+from ..names import derived_name, pool_name, pool_prefix
 from ..postgres import dbops
 from ..postgres.dbops import Connection
 from . import recycling
@@ -31,6 +31,12 @@ SWITCHED_OFF = "provision_recycle = false"
 
 def new_session_token() -> int:
     return secrets.randbits(31)
+
+
+def session_copy_name(database: str, token: int) -> str:
+    """The one copy a session keeps for its whole length (provision_env points the app at it).
+    Named like the pool's, so the next session drops it when this one is gone."""
+    return derived_name(database, "pool", f"{token:08x}_session")
 
 
 def _token_of(name: str, database: str) -> int | None:
@@ -177,7 +183,7 @@ class DatabasePool:
         self._ready: queue.Queue[tuple[str, Connection | None]] = queue.Queue()
         # Copies to drop or judge, with the test's server process, and whether a test used the
         # copy and its fate is still to be counted.
-        self._returned: queue.Queue[tuple[str, int | None, bool]] = queue.Queue()
+        self._returned: queue.Queue[tuple[str, tuple[int, ...], bool]] = queue.Queue()
         self._serial = 0
         self._pending = 0
         # Guards every field below that more than one thread touches (fillers, the drain, and
@@ -324,10 +330,10 @@ class DatabasePool:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
         self._count("drop")
-        self._returned.put((name, None, False))
+        self._returned.put((name, (), False))
         return None
 
-    def _judge(self, admin: Connection, name: str, backend_pid: int | None) -> recycling.Outcome:
+    def _judge(self, admin: Connection, name: str, backend_pids: tuple[int, ...]) -> recycling.Outcome:
         """What becomes of a copy a test gave back (see recycling.Outcome)."""
         with self._lock:
             since = self._baselines.pop(name, None)
@@ -339,7 +345,7 @@ class DatabasePool:
             return recycling.Outcome.drop(name, "no baseline was taken")
         if stopped:
             return recycling.Outcome.drop(name, "the session is ending")
-        outcome = recycling.reclaim(admin, name, self._new_name(), since, backend_pid)
+        outcome = recycling.reclaim(admin, name, self._new_name(), since, backend_pids)
         if outcome.kind == "reset":
             if pristine is None:
                 return recycling.Outcome.drop(outcome.name, no_reset or "the template's rows were not read")
@@ -352,8 +358,8 @@ class DatabasePool:
         assert admin is not None, "start() opens it"
         with contextlib.suppress(ProvisionError), contextlib.closing(admin):
             while (item := self._returned.get())[0] != _STOP:
-                name, backend_pid, used = item
-                outcome = self._judge(admin, name, backend_pid)
+                name, backend_pids, used = item
+                outcome = self._judge(admin, name, backend_pids)
                 if outcome.kind == "drop":
                     with contextlib.suppress(ProvisionError):
                         drop_copy(admin, self.endpoint, outcome.name)
@@ -394,13 +400,18 @@ class DatabasePool:
             conn.autocommit = False
         return name, conn
 
-    def release(self, name: str, conn: Connection | None = None, keep: bool = False) -> None:
+    def release(
+        self, name: str, conn: Connection | None = None, keep: bool = False, closed_pids: Sequence[int] = ()
+    ) -> None:
+        """Take back a copy. `closed_pids`: the server processes of other connections the caller
+        opened to it and has closed (they may still be exiting: not a session left on the copy)."""
         # Closed now, not by the drain: a backlog of copies waiting to be dropped must not hold
         # connections open (max_connections). Closing only sends a message; it does not wait.
-        backend_pid = None
+        backend_pids = tuple(closed_pids)
         if conn is not None:
             with contextlib.suppress(psycopg2.Error):
-                backend_pid = conn.info.backend_pid if not conn.closed else None
+                if not conn.closed:
+                    backend_pids += (conn.info.backend_pid,)
                 conn.close()
         with self._lock:
             self._outstanding.discard(name)
@@ -409,7 +420,7 @@ class DatabasePool:
             else:
                 self._unsettled += 1
         if not keep:
-            self._returned.put((name, backend_pid, True))
+            self._returned.put((name, backend_pids, True))
 
     def close(self, keep: bool = False) -> list[str]:
         """Stop refilling; drop every copy this pool made (unless keep). Returns the kept names.
@@ -446,9 +457,9 @@ class DatabasePool:
                 self._unsettled += len(outstanding)
         kept = outstanding if keep else []
         for name in leftovers:
-            self._returned.put((name, None, False))
+            self._returned.put((name, (), False))
         for name in [] if keep else outstanding:  # taken by a test that never gave it back
-            self._returned.put((name, None, True))
-        self._returned.put((_STOP, None, False))
+            self._returned.put((name, (), True))
+        self._returned.put((_STOP, (), False))
         self._threads[-1].join(timeout=60)
         return kept

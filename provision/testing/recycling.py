@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +60,10 @@ MAX_PRISTINE_BYTES = 16 * 1024 * 1024
 # table costs in proportion to the rows deleted: 2 MiB of WAL (about 6,000 rows) about 8 ms of
 # server CPU, 3.5 MiB about 15 ms, as much as a clone and a drop.
 MAX_RESET_WAL_BYTES = 2 * 1024 * 1024
+# How long a session the pool does not know of may take to go before the copy counts as left
+# open (dropped): a connection closed by the test's own code, through the copy's URL, is gone
+# within a few milliseconds; an engine that was not disposed keeps its connections open.
+STRANGER_GRACE_SECONDS = 0.1
 MIN_SERVER_VERSION = 160000  # pg_walinspect's pg_get_wal_block_info
 
 # The parts of a database's pg_database row that a test could change (name and OID aside).
@@ -234,25 +239,36 @@ def baseline(conn: Connection, name: str) -> Baseline:
     return Baseline(oid, lsn, row)
 
 
-def reclaim(conn: Connection, name: str, new_name: str, since: Baseline, backend_pid: int | None) -> Outcome:
+def _sessions_on(conn: Connection, oid: int) -> list[int]:
+    return [r[0] for r in dbops.execute(conn, "SELECT pid FROM pg_stat_activity WHERE datid = %s", [oid])]
+
+
+def reclaim(conn: Connection, name: str, new_name: str, since: Baseline, backend_pids: Collection[int]) -> Outcome:
     """Rename a returned copy to `new_name` and judge it from the WAL (see Outcome).
 
-    `backend_pid` is the server process of the test's own connection, which may still be
+    `backend_pids` are the server processes of the test's own connections (the one opened in
+    advance, and any the plugin opened for it through another driver), which may still be
     exiting; any other session on the copy means it may still change, so it counts as changed.
     """
     current = name
     try:
-        pids = [r[0] for r in dbops.execute(conn, "SELECT pid FROM pg_stat_activity WHERE datid = %s", [since.oid])]
-        if any(pid != backend_pid for pid in pids):
+        pids = _sessions_on(conn, since.oid)
+        deadline = time.monotonic() + STRANGER_GRACE_SECONDS
+        while any(pid not in backend_pids for pid in pids) and time.monotonic() < deadline:
+            # A connection the test opened itself through the copy's URL (SQLAlchemy, asyncpg)
+            # and closed may still be exiting: a moment, then it is gone or counts as left open.
+            time.sleep(0.005)
+            pids = _sessions_on(conn, since.oid)
+        if any(pid not in backend_pids for pid in pids):
             return Outcome.drop(current, "a session is still connected")
         if dbops.execute(conn, "SELECT 1 FROM pg_prepared_xacts WHERE database = %s", [name]):
             return Outcome.drop(current, "a prepared transaction holds it")
         if pids:
-            # The test closed it; wait (up to 2 s) until its server process has gone.
+            # The test closed them; wait (up to 2 s each) until their server processes have gone.
             dbops.execute(
                 conn,
-                "SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity WHERE pid = %s AND datid = %s",
-                [backend_pid, since.oid],
+                "SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity WHERE pid = ANY(%s) AND datid = %s",
+                [sorted(pids), since.oid],
             )
         # The rename fails if anyone connected meanwhile, and later connections to the old name
         # fail too. Its synchronous commit flushes the WAL, so the test's last records can be read.

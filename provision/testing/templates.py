@@ -21,12 +21,14 @@ def config_for_tests(cfg: Config) -> Config:
     return make_target(cfg).for_tests()
 
 
-def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventFn | None = None) -> TemplateSet:
+def ensure_templates(
+    cfg: Config, names: Sequence[str] = (), *, on_event: EventFn | None = None, remove_dead: bool = True
+) -> TemplateSet:
     """Bring the server up and make sure each database has a template for its current sources.
 
     A template is rebuilt only when its content hash changes. Serialised by the server-wide
     lock, so parallel test workers build each template once. Also drops pool copies left by
-    test sessions that died.
+    test sessions that died, or kept by them for debugging (unless not `remove_dead`).
     """
     emit = on_event or ignore
     plans = session.selected(cfg, names, False)
@@ -43,7 +45,8 @@ def ensure_templates(cfg: Config, names: Sequence[str] = (), *, on_event: EventF
         templates = {plan.name: ensure_template(server, plan, emit) for plan in plans}
         for name, tpl in templates.items():
             prune_templates(lock_conn, name, cfg.keep_templates, tpl, emit)
-        remove_dead_copies(lock_conn, [plan.name for plan in plans], server.endpoint)
+        if remove_dead:
+            remove_dead_copies(lock_conn, [plan.name for plan in plans], server.endpoint)
         if throwaway:
             # provision's own throwaway test server: pool copies a test left unchanged are reused.
             recycling.enable(lock_conn)

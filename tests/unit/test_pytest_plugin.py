@@ -54,3 +54,30 @@ def test_explicit_plugin_alongside_the_installed_entry_point(pytester: pytest.Py
     pytester.makepyfile(UNRELATED_SUITE)
     result = pytester.runpytest_subprocess("-p", "provision.testing.plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_keep_failed_is_an_option_and_a_wrong_keep_value_stops_the_run(
+    pytester: pytest.Pytester, no_engine: None
+) -> None:
+    help_text = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--help")
+    help_text.stdout.fnmatch_lines(["*--provision-keep=failed*", "*--provision-down*", "*provision_env (args)*"])
+    pytester.makepyfile(UNRELATED_SUITE)
+    # A bare --provision-keep does not swallow the path after it.
+    kept = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--provision-keep", "no_such_dir")
+    kept.stderr.fnmatch_lines(["*file or directory not found: no_such_dir*"])
+    ok = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--provision-keep=failed")
+    ok.assert_outcomes(passed=2)
+    wrong = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "provision_keep=sometimes")
+    assert wrong.ret == pytest.ExitCode.USAGE_ERROR
+    wrong.stderr.fnmatch_lines(["*provision_keep must be drop, failed or all, got 'sometimes'*"])
+
+
+def test_provision_env_is_checked_before_any_server_is_touched(pytester: pytest.Pytester, no_engine: None) -> None:
+    pytester.makepyfile(UNRELATED_SUITE)
+    for value, message in (
+        ("POSTGRES_DB={db}", "*unknown placeholder {db}*placeholders: {host} {port}*"),
+        ("POSTGRES_DB", "*'POSTGRES_DB' is not NAME=value*"),
+    ):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"provision_env={value}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([message])
