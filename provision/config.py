@@ -51,6 +51,8 @@ _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What extension control files are called: vector, postgis, uuid-ossp, pg_trgm.
+_EXTENSION_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # What `env:` values may say about the private copy; filled in when the command runs.
 COPY_PLACEHOLDERS = ("host", "port", "user", "password", "database", "url")
@@ -97,6 +99,8 @@ class DatabaseConfig:
     variables: tuple[tuple[str, str], ...] = ()
     migrations: MigrationsConfig | None = None
     seed: SeedConfig | None = None
+    # Created in the private copy before the SQL runs (CREATE EXTENSION IF NOT EXISTS).
+    extensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,17 @@ _SCALAR_KEYS: dict[str, str] = {
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
-DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables", "migrations", "seed")
+DATABASE_KEYS = (
+    "sql",
+    "alembic_revision",
+    "tables",
+    "single_transaction",
+    "demo",
+    "variables",
+    "migrations",
+    "seed",
+    "extensions",
+)
 MIGRATIONS_KEYS = ("alembic", "revision", "command", "cwd", "url_env", "env", "inputs", "timeout")
 SEED_KEYS = ("sql", "command", "cwd", "url_env", "env", "inputs", "timeout")
 ENV_PREFIX = "PROVISION_"
@@ -664,6 +678,17 @@ def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], in
                         raise ConfigError(f"psql variable {var} must be a single-line value ({kwhere})")
                     pairs.append((var, str(val)))
                 kwargs[key] = tuple(pairs)
+            elif key == "extensions":
+                items = [item] if isinstance(item, str) else item
+                if not isinstance(items, list) or not all(
+                    isinstance(i, str) and _EXTENSION_NAME.fullmatch(i) and len(i) <= MAX_IDENTIFIER_BYTES
+                    for i in items
+                ):
+                    raise ConfigError(
+                        f"extensions must be a list of extension names ({kwhere})",
+                        hint="e.g. `extensions: [vector, postgis]` (names as in pg_available_extensions)",
+                    )
+                kwargs[key] = tuple(dict.fromkeys(items))
             elif key == "migrations":
                 kwargs[key] = _parse_migrations(item, name, source, lines)
             elif key == "seed":

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from . import seal
 from ..checkpoints import checkpoint
 from ..config import COPY_PLACEHOLDERS, fill_placeholders
 from ..endpoint import Endpoint
 from ..errors import ConfigError, SqlError
 from ..postgres.sqlstream import BUILD_APP, Tail
+from . import seal
 
 # What a failed command shows of its output: enough for the revision and the error.
 SHOWN_OUTPUT_LINES = 25

@@ -8,14 +8,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from ..postgres import dbops
-from . import schema
 from ..endpoint import Endpoint
 from ..errors import ConfigError, ServerError
 from ..events import EventFn
+from ..postgres import dbops
+from ..postgres.sqlstream import BUILD_APP
+from . import schema
 from .pipeline import BuildPlan, Server, build_into, template_name
 from .schema import Difference
-from ..postgres.sqlstream import BUILD_APP
 
 
 @dataclass(frozen=True)

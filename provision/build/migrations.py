@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import appcommand
-from .appcommand import CommandPlan, CommandRun, expand_input, plan_command
 from ..config import Config, MigrationsConfig
 from ..endpoint import Endpoint
 from ..errors import ConfigError
+from . import appcommand
+from .appcommand import CommandPlan, CommandRun, expand_input, plan_command
 
 # The placeholders a migrations command may use.
 REVISION_PLACEHOLDER = "{revision}"

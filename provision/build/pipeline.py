@@ -15,16 +15,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..postgres import dbops
-from .alembic_stamp import stamp_alembic
 from ..checkpoints import checkpoint
 from ..config import Config, DatabaseConfig, SeedConfig, resolve_sql_files
-from ..postgres.dbops import Connection
 from ..endpoint import Endpoint
 from ..errors import ConfigError, ProvisionError, VerifyFailed
 from ..events import Event, EventFn, ignore
+from ..postgres import dbops
+from ..postgres.dbops import Connection
 from ..postgres.retry import call_with_retries
-from ..postgres.sqlstream import BUILD_APP, PsqlRunner, SourceKind, SourceMap, describe_psql_failure, describe_restore_failure, psql_args, restore_args, source_kind, stream_dump, stream_files
+from ..postgres.sqlstream import (
+    BUILD_APP,
+    PsqlRunner,
+    SourceKind,
+    SourceMap,
+    describe_psql_failure,
+    describe_restore_failure,
+    psql_args,
+    restore_args,
+    source_kind,
+    stream_dump,
+    stream_files,
+)
+from .alembic_stamp import stamp_alembic
 
 if TYPE_CHECKING:
     from .appcommand import CommandPlan
@@ -98,6 +110,9 @@ class BuildPlan:
                 self.migrations.revision or "",
                 self.migrations.runner.url_env,
             ]
+        if self.database.extensions:
+            # Only when set, so the hash of a database without extensions stays what it was.
+            parts += ["extensions", *self.database.extensions]
         if self.seed_files or self.seed is not None:
             parts += ["seed", *(f.sha256 for f in self.seed_files), self.seed.digest if self.seed else ""]
         h.update("\x00".join(parts).encode())
@@ -305,6 +320,12 @@ def build_into(
         dbops.create_database(admin, name)
     with dropped_on_failure(server.endpoint, name):
         checkpoint("stage-created")
+        if plan.database.extensions:
+            with (
+                _timed(on_event, f"create extensions {', '.join(plan.database.extensions)}", plan.name),
+                dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn,
+            ):
+                dbops.create_extensions(conn, plan.name, plan.database.extensions)
         if plan.files:
             source_map = SourceMap() if source_map is None else source_map
             for segment in _segments(plan.files):

@@ -18,10 +18,10 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 
-from ..postgres import dbops
 from ..checkpoints import checkpoint
-from ..postgres.dbops import Connection
 from ..endpoint import Endpoint
+from ..postgres import dbops
+from ..postgres.dbops import Connection
 from ..postgres.sqlstream import BUILD_APP
 
 _lock = threading.Lock()

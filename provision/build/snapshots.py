@@ -357,5 +357,3 @@ def readable_copy(server: Server, admin: Connection, snap: Snapshot) -> Iterator
     with drift.scratch(server.endpoint, snap.database) as scratch:
         dbops.create_database(admin, scratch, template=snapshot_db(snap.database, snap.name))
         yield scratch
-
-

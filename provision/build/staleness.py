@@ -110,5 +110,3 @@ def migration_state(plan: BuildPlan | None, versions: list[str] | None) -> tuple
 
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
-
-

@@ -28,6 +28,10 @@ LOCK_WAIT_SECONDS = 600
 _SUFFIX_ROOM = 24
 
 
+class ExtensionUnavailable(ServerError):
+    """The config asks for an extension the server's image does not have."""
+
+
 class ServerUnavailable(ServerError):
     """The server did not accept a connection (yet); worth retrying while waiting for readiness."""
 
@@ -154,6 +158,53 @@ def create_database(conn: Connection, name: str, template: str | None = None) ->
         query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
     with server_errors(f"creating database {name}"):
         execute(conn, query)
+
+
+def create_extensions(conn: Connection, database: str, names: Sequence[str]) -> None:
+    """CREATE EXTENSION IF NOT EXISTS each of `names` (with what they require), in `conn`'s database."""
+    missing = missing_extensions(conn, names)
+    if missing:
+        raise ExtensionUnavailable(
+            f"{database}: the server has no extension {', '.join(missing)} (PostgreSQL "
+            f"{conn.server_version // 10000}); the config asks for it under `extensions:`",
+            hint="use an image that has it, e.g. `compose/build-offline-image.sh --tag postgres:18-pgvector-postgis "
+            "--extensions pgvector,postgis` and `image: postgres:18-pgvector-postgis` (or the official "
+            "pgvector/pgvector, postgis/postgis images); `provision doctor` lists what is missing",
+        )
+    for name in names:
+        with server_errors(f"{database}: creating extension {name}"):
+            execute(conn, sql.SQL("CREATE EXTENSION IF NOT EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+# What PID 1 is called while an image's entrypoint script is still running its init phase.
+_ENTRYPOINT_SHELLS = frozenset({"bash", "sh", "dash", "docker-entrypoi"})
+
+
+def still_initialising(conn: Connection) -> str | None:
+    """Why the server `conn` reached is an image's temporary init-phase server, or None when it is
+    (or may be) the one that stays.
+
+    The official image's entrypoint ends with `exec postgres`, so the server that stays is PID 1
+    of the container; while init scripts run, PID 1 is the entrypoint's shell and the server is
+    its child. Only that case is refused: a server under tini or a supervisor, or a login without
+    the right to read these files, is taken as ready."""
+    try:
+        rows = execute(
+            conn,
+            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1), pg_read_file('/proc/1/comm')",
+        )
+    except psycopg2.Error:
+        return None  # not a superuser, or not a container: nothing to learn here
+    pid, comm = str(rows[0][0]).strip(), str(rows[0][1]).strip()
+    if pid == "1" or comm not in _ENTRYPOINT_SHELLS:
+        return None
+    return f"the server answering (PID {pid}) is the image's init-phase server: PID 1 is still its entrypoint ({comm})"
+
+
+def missing_extensions(conn: Connection, names: Sequence[str]) -> list[str]:
+    """Which of `names` the server cannot create (not in pg_available_extensions)."""
+    available = {row[0] for row in execute(conn, "SELECT name FROM pg_available_extensions")}
+    return [name for name in names if name not in available]
 
 
 # Above this size FILE_COPY clones faster than WAL_LOG (PostgreSQL 15+'s default), which writes

@@ -107,7 +107,9 @@ class DockerTarget(Target):
             volume=self.cfg.volume,
             image=self.cfg.image,
         )
-        ready = wait_until_ready(probe.endpoint, timeout, check=probe.check, log_tail=probe.log_tail)
+        ready = wait_until_ready(
+            probe.endpoint, timeout, check=probe.check, log_tail=probe.log_tail, confirm=probe.confirm
+        )
         ep = ready.endpoint
         on_event(Event("step", f"server ready on {ep.host}:{ep.port}", None, ready.seconds))
         up = UpResult(action, name, ep.host, ep.port, ready.server_version, time.monotonic() - started, ready.seconds)

@@ -274,6 +274,10 @@ class DockerEngine:
                         "POSTGRES_USER": cfg.user,
                         "POSTGRES_PASSWORD": cfg.password,
                         "POSTGRES_DB": "postgres",
+                        # Where the volume is mounted. Said explicitly because the official
+                        # postgres:18 image moved its default (to /var/lib/postgresql/18/docker)
+                        # and refuses to start when data is mounted at the old place without it.
+                        "PGDATA": PGDATA,
                         **({"POSTGRES_HOST_AUTH_METHOD": "trust"} if cfg.trust_local else {}),
                     },
                     ports={"5432/tcp": (cfg.bind, port)},
