@@ -28,7 +28,8 @@ def restarting_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactor
     directory = tmp_path_factory.mktemp("restart")
     (directory / "90-restart.sh").write_text(RESTART_SCRIPT)
     (directory / "Dockerfile").write_text(
-        f"FROM {IMAGE}\nCOPY 90-restart.sh /docker-entrypoint-initdb.d/\nRUN chmod 755 /docker-entrypoint-initdb.d/90-restart.sh\n"
+        f"FROM {IMAGE}\nCOPY 90-restart.sh /docker-entrypoint-initdb.d/\n"
+        "RUN chmod 755 /docker-entrypoint-initdb.d/90-restart.sh\n"
     )
     docker_client.images.build(path=str(directory), tag=tag, rm=True)
     return tag
