@@ -477,10 +477,11 @@ def status(cfg: Config) -> StatusResult:
         databases: tuple[DatabaseStatus, ...] = (),
         templates: tuple[TemplateStatus, ...] = (),
         found: tuple[Snapshot, ...] = (),
+        cow: str | None = None,
     ) -> StatusResult:
         return StatusResult(
             cfg.target, state.container, state.state, state.image, host, port, state.volume, version,
-            error is None, error, databases, templates, found,
+            error is None, error, databases, templates, found, cow,
         )  # fmt: skip
 
     if ep is None or state.error:
@@ -494,7 +495,8 @@ def status(cfg: Config) -> StatusResult:
         rows = dbops.list_databases(admin)
         databases, templates = staleness.describe(cfg, ep, admin, rows, version)
         found = tuple(snapshots.list_snapshots(admin, [db.name for db in cfg.databases]))
+        cow = dbops.copy_on_write_state(admin)
     finally:
         admin.close()
     pretty = f"{version // 10000}.{version % 10000}"
-    return result(pretty, None, tuple(databases), tuple(templates), found)
+    return result(pretty, None, tuple(databases), tuple(templates), found, cow)

@@ -112,6 +112,9 @@ class Config:
     image: str = "postgres:17"
     volume: str | None = DEFAULT_VOLUME
     tmpfs: bool = False
+    # A host directory bind-mounted as the data directory instead of the volume: how a user puts
+    # the data on a filesystem with reflinks (XFS, btrfs), where PostgreSQL 18 clones copies.
+    data_dir: str | None = None
     trust_local: bool = False  # the container accepts logins without a password (a throwaway test server)
     bind: str = "127.0.0.1"
     port: int = 5432
@@ -127,6 +130,8 @@ class Config:
     allow_remote: bool = False
     snapshot_limit_mb: int = 0  # refuse a snapshot save that takes snapshots past this; 0: no limit
     databases: tuple[DatabaseConfig, ...] = ()
+    # Set by the target's for_tests(), never from YAML: this is provision's own test server.
+    test_server: bool = False
     # Where relative SQL paths are resolved from, and what to call the config in messages.
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "built-in defaults"
@@ -181,6 +186,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "image": "str",
     "volume": "optional_name",
     "tmpfs": "bool",
+    "data_dir": "optional_path",
     "trust_local": "bool",
     "bind": "ip",
     "port": "port",
@@ -309,6 +315,14 @@ def load_config(
     if "volume" not in values and values.get("container", DEFAULT_CONTAINER) != DEFAULT_CONTAINER:
         # Another app's container must not share ChatBI's data volume by accident.
         values["volume"] = f"{values['container']}-pgdata"
+    if values.get("data_dir"):
+        if values.get("volume") and values.get("volume") != DEFAULT_VOLUME:
+            raise ConfigError(
+                f"both `volume:` ({values['volume']}) and `data_dir:` are set ({source}); the data lives in one place",
+                hint="keep `data_dir:` to bind-mount a host directory, or `volume:` for a Docker volume",
+            )
+        values["volume"] = None
+        values["data_dir"] = str((base_dir / values["data_dir"]).resolve())
     if "host" not in values and values.get("target") == "docker" and "bind" in values:
         values["host"] = connect_host(values["bind"])
 
@@ -586,7 +600,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             f"password must be a string, got <hidden> ({where})",
             hint='quote it in YAML (password: "0123"): unquoted digits are read as a number and change',
         )
-    if not isinstance(value, str) and not (kind == "optional_name" and value is None):
+    if not isinstance(value, str) and not (kind in ("optional_name", "optional_path") and value is None):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and kind in ("str", "identifier"):
             value = str(value)
         else:
@@ -600,6 +614,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     elif kind == "name":
         if not _CONTAINER_NAME.fullmatch(value):
             raise bad("a container name (letters, digits, '_', '.', '-')")
+    elif kind == "optional_path":
+        if value in (None, ""):
+            return None
+        if "\n" in value or ":" in value:
+            raise bad("a directory path (no ':' or newlines: Docker reads ':' as a mount option)")
     elif kind == "optional_name":
         if value in (None, ""):
             return None

@@ -91,6 +91,7 @@ class StatusResult:
     databases: tuple[DatabaseStatus, ...] = ()
     templates: tuple[TemplateStatus, ...] = ()
     snapshots: tuple[Snapshot, ...] = ()
+    copy_on_write: str | None = None  # how the server copies databases (dbops.copy_on_write_state)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 # when no registry answers; 16 is in no Debian suite, so it runs only where postgres:16 can be had.
 MAJORS = {15: "postgres:15", 16: "postgres:16", 17: "postgres:17", 18: "postgres:18"}
 WHY_ABSENT = {
-    16: "postgres:16 is not here and cannot be built offline: no Debian suite (bookworm, bookworm-backports, "
+    16: "it cannot be built offline: no Debian suite (bookworm, bookworm-backports, "
     "trixie, sid) has postgresql-16; pull the official image where a registry answers",
 }
 
