@@ -539,3 +539,16 @@ def test_bad_extension_names_are_refused(write_yaml: Callable[..., Path], tmp_pa
     (tmp_path / "a.sql").write_text("select 1;\n")
     with pytest.raises(ConfigError, match="extensions must be a list of extension names"):
         load(write_yaml(f"databases:\n  app:\n    sql: [a.sql]\n    extensions: {value}\n"))
+
+
+def test_data_dir_is_resolved_beside_the_config_and_replaces_the_volume(
+    write_yaml: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "a.sql").write_text("select 1;\n")
+    cfg = load(write_yaml("data_dir: pgdata\ndatabases:\n  app:\n    sql: [a.sql]\n"))
+    assert cfg.data_dir == str(tmp_path / "pgdata")
+    assert cfg.volume is None
+    error = config_error(write_yaml("volume: mine\ndata_dir: /srv/pg\ndatabases:\n  app:\n    sql: [a.sql]\n"))
+    assert "both `volume:` (mine) and `data_dir:` are set" in error.message
+    bad = config_error(write_yaml("data_dir: /srv/pg:ro\ndatabases:\n  app:\n    sql: [a.sql]\n"))
+    assert "a directory path" in bad.message
