@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 
 from tests.conftest import (
+    RECYCLE_SAMPLE,
     Project,
     connect,
     databases,
@@ -128,6 +129,11 @@ def test_fresh_and_snapshots_clone_and_status_says_so(cow_project: Project) -> N
 
 def test_the_plugin_pool_clones_beside_the_data_dir(cow_project: Project, docker_client: Any) -> None:
     project, data_dir = cow_project, Path(cow_project.data["data_dir"])
+    # Recycling works on clones as on copies: FILE_COPY still ends with a checkpoint.
+    recycled = run_sample(project, sample=RECYCLE_SAMPLE)
+    assert recycled.returncode == 0, recycled.stdout + recycled.stderr
+    assert "provision: 6 copies: 3 reused, 2 reset, 1 dropped" in recycled.stdout, recycled.stdout
+
     result = run_sample(project, "--provision-keep", "-k", "test_factory_gives_demo_data")
     assert result.returncode == 0, result.stdout + result.stderr
     container = project.name + "-test"
