@@ -18,7 +18,9 @@ start from the same files. Each round, alternating which server goes first, time
 - `fresh (clones the template)`: `fresh` when the template exists but its spare does not (taken
   by the previous run, and the tidy-up has not cloned the next yet), so the build is a clone;
 - `floor: cp --reflink` of the template's directory inside the container, and `floor: login`:
-  what a clone cannot go below on this machine.
+  what a clone cannot go below on this machine;
+- `per-test copy, fsync off`: the per-test copy again with the pytest plugin's test server's
+  settings (fsync, full_page_writes and synchronous_commit off, set and reset each round).
 
 It prints medians (min-max) per server. The servers and the loop file are removed at the end
 unless --keep.
@@ -42,14 +44,19 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from psycopg2 import sql  # noqa: E402
+
 from provision import api  # noqa: E402
 from provision.build.pipeline import plan_database, spare_name, template_name  # noqa: E402
 from provision.config import Config, load_config  # noqa: E402
+from provision.endpoint import Endpoint  # noqa: E402
 from provision.postgres import dbops  # noqa: E402
+from provision.postgres.dbops import Connection  # noqa: E402
 
 IMAGE = "postgres:18"
 WORK = Path("/var/tmp/provision-bench-cow")
 KINDS = ("cow", "copy")
+FAST_SETTINGS = (("fsync", "off"), ("full_page_writes", "off"), ("synchronous_commit", "off"))
 
 
 def sh(*argv: str) -> str:
@@ -97,11 +104,11 @@ def one_round(cfg: Config, config: Path, samples: dict[str, list[float]], serial
         template, spare = template_name("chatbi_demo", digest), spare_name("chatbi_demo", digest)
         copy = f"bench_copy_{serial}"
 
-        def per_test_copy() -> None:
+        def per_test_copy(admin: Connection) -> None:
             dbops.copy_database(admin, copy, template, strategy="FILE_COPY")
             dbops.connect(ep, copy, application_name="bench").close()
 
-        samples["per-test copy"].append(timed(per_test_copy))
+        samples["per-test copy"].append(timed(lambda: per_test_copy(admin)))
         samples["drop"].append(timed(lambda: dbops.drop_database(admin, copy)))
 
         # The floor: the template's files reflinked by cp, timed inside the container.
@@ -140,6 +147,28 @@ def one_round(cfg: Config, config: Path, samples: dict[str, list[float]], serial
         dbops.drop_database(admin, spare)
     samples["fresh (clones the template)"].append(timed(lambda: api.fresh(cfg, yes=True)))
     api.wait_for_housekeeping(cfg)
+
+    # The plugin's test server runs without fsync and full-page writes (TEST_SERVER_SETTINGS):
+    # the checkpoints that FILE_COPY begins and ends with then cost next to nothing.
+    test_settings(ep, True)
+    try:
+        with dbops.connection(ep, application_name="bench") as admin:
+            samples["per-test copy, fsync off (test server)"].append(timed(lambda: per_test_copy(admin)))
+            samples["drop, fsync off (test server)"].append(timed(lambda: dbops.drop_database(admin, copy)))
+    finally:
+        test_settings(ep, False)
+
+
+def test_settings(ep: Endpoint, on: bool) -> None:
+    with dbops.connection(ep, application_name="bench") as admin:
+        for name, value in FAST_SETTINGS:
+            if on:
+                query = sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            else:
+                query = sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name))
+            dbops.execute(admin, query)
+        dbops.execute(admin, "SELECT pg_reload_conf()")
+    time.sleep(0.5)  # every process, the checkpointer included, rereads the configuration
 
 
 def mount_reflink_xfs(image: Path, mount: Path, size: str) -> None:
