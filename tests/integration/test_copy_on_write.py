@@ -153,16 +153,37 @@ def test_the_plugin_pool_clones_beside_the_data_dir(cow_project: Project, docker
         conn.close()
 
 
-def test_kill_9_during_a_clone_leaves_nothing_half_built(cow_project: Project) -> None:
+def backend_running(container_id: str, words: bytes) -> int | None:
+    """The host PID of a server process of this container (and no other) whose title has `words`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read()
+            if not title.startswith(b"postgres: ") or words not in title:
+                continue
+            with open(f"/proc/{entry}/cgroup", "rb") as f:
+                if container_id.encode() in f.read():
+                    return int(entry)
+        except OSError:
+            continue  # gone meanwhile
+    return None
+
+
+@pytest.mark.parametrize("victim", ["provision", "server backend"])
+def test_kill_9_during_a_clone_leaves_nothing_half_built(cow_project: Project, docker_client: Any, victim: str) -> None:
     """`snapshot restore` with copy-on-write clones the snapshot into a staging copy, then swaps it
-    in. provision is killed with SIGKILL while the server runs that CREATE DATABASE; afterwards the
-    database in place is whole (the old one, or the restored one), and the next run finishes."""
+    in. While the server runs that CREATE DATABASE, SIGKILL goes to provision, or to the server
+    process doing the clone (the server then restarts, as after a crash). Afterwards the database
+    in place is whole (the old one, or the restored one), and the next run finishes."""
     demo = {"chatbi_demo": {"sql": "builtin:chatbi_demo/demo_data.sql", "demo": True}}
     project = cow_project.write(demo_scale=20, databases=demo)
     assert fresh(project, "--yes").returncode == 0
     assert cli(project, "snapshot", "save", "s").returncode == 0
     orders = query(project, "chatbi_demo", "SELECT count(*) FROM orders")[0][0]
-    seen = False
+    container_id = docker_client.containers.get(project.name).id
+    killed = False
     for _attempt in range(10):
         query(project, "chatbi_demo", "INSERT INTO categories (name) VALUES ('marker') ON CONFLICT DO NOTHING")
         conn = connect(project, "postgres")
@@ -174,19 +195,29 @@ def test_kill_9_during_a_clone_leaves_nothing_half_built(cow_project: Project) -
         try:
             cur = conn.cursor()
             # Polled from one open connection, as fast as it answers.
-            while proc.poll() is None:
+            while proc.poll() is None and not killed:
                 cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'CREATE DATABASE%TEMPLATE%'")
                 if cur.fetchone()[0]:
-                    proc.send_signal(signal.SIGKILL)
-                    seen = True
-                    break
+                    if victim == "provision":
+                        proc.send_signal(signal.SIGKILL)
+                        killed = True
+                    else:
+                        pid = backend_running(container_id, b"CREATE DATABASE")
+                        if pid is not None:
+                            os.kill(pid, signal.SIGKILL)
+                            killed = True
                 time.sleep(0.002)
-            proc.wait(timeout=60)
+            proc.wait(timeout=120)
         finally:
             conn.close()
-        if seen:
+        if killed:
             break
-    assert seen, "never caught provision during a clone in 10 tries"
+    assert killed, f"never caught the {victim} during a clone in 10 tries"
+    if victim == "server backend":
+        assert proc.returncode != 0, "provision reported success although its clone was killed"
+        log = cli(project, "logs")
+        assert "terminated by signal 9" in log.stdout + log.stderr  # the server went through crash recovery
+    assert cli(project, "wait").returncode == 0  # after a crash, the server recovers first
 
     # Whole: the old database (with the marker) or the restored one (without), never a part.
     assert query(project, "chatbi_demo", "SELECT count(*) FROM orders") == [(orders,)]
