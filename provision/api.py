@@ -404,10 +404,11 @@ def status(cfg: Config) -> StatusResult:
         databases: tuple[DatabaseStatus, ...] = (),
         templates: tuple[TemplateStatus, ...] = (),
         found: tuple[Snapshot, ...] = (),
+        cow: str | None = None,
     ) -> StatusResult:
         return StatusResult(
             cfg.target, state.container, state.state, state.image, host, port, state.volume, version,
-            error is None, error, databases, templates, found,
+            error is None, error, databases, templates, found, cow,
         )  # fmt: skip
 
     if ep is None or state.error:
@@ -422,10 +423,11 @@ def status(cfg: Config) -> StatusResult:
         databases, templates = staleness.describe(cfg, ep, admin, rows, version)
         found = tuple(snapshots.list_snapshots(admin, [db.name for db in cfg.databases]))
         note = branches.note_for(admin, [db.name for db in cfg.databases], branches.checkout_or_none(cfg.base_dir))
+        cow = dbops.copy_on_write_state(admin)
     finally:
         admin.close()
     pretty = f"{version // 10000}.{version % 10000}"
-    return dataclasses.replace(result(pretty, None, tuple(databases), tuple(templates), found), branch_note=note)
+    return dataclasses.replace(result(pretty, None, tuple(databases), tuple(templates), found, cow), branch_note=note)
 
 
 # ---------------------------------------------------------------- dev databases that follow the git branch

@@ -193,6 +193,8 @@ def status(obj: Context, as_json: bool) -> None:
         click.echo(f"server     not reachable: {result.error}")
         return
     click.echo(f"server     PostgreSQL {result.server_version} on {result.host}:{result.port}")
+    if result.copy_on_write:
+        click.echo(f"clones     copy-on-write {result.copy_on_write}")
     for db in result.databases:
         if not db.exists:
             click.echo(f"{db.name:<14} missing (run `provision fresh`)")

@@ -48,6 +48,8 @@ BUILTIN_PREFIX = "builtin:"
 _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What extension control files are called: vector, postgis, uuid-ossp, pg_trgm.
+_EXTENSION_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # What `env:` values may say about the private copy; filled in when the command runs.
 COPY_PLACEHOLDERS = ("host", "port", "user", "password", "database", "url")
@@ -94,6 +96,8 @@ class DatabaseConfig:
     variables: tuple[tuple[str, str], ...] = ()
     migrations: MigrationsConfig | None = None
     seed: SeedConfig | None = None
+    # Created in the private copy before the SQL runs (CREATE EXTENSION IF NOT EXISTS).
+    extensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class Config:
     image: str = "postgres:17"
     volume: str | None = DEFAULT_VOLUME
     tmpfs: bool = False
+    # A host directory bind-mounted as the data directory instead of the volume: how a user puts
+    # the data on a filesystem with reflinks (XFS, btrfs), where PostgreSQL 18 clones copies.
+    data_dir: str | None = None
     trust_local: bool = False  # the container accepts logins without a password (a throwaway test server)
     bind: str = "127.0.0.1"
     # docker: the address the published port is reached at; None derives it (DOCKER_HOST's host, else bind).
@@ -125,6 +132,8 @@ class Config:
     lease_max_bytes: int = 0  # cap on what leases keep on the server (copies and templates); 0: no cap
     lease_spares: int = 1  # copies of a template made ahead, so a lease is a rename instead of a clone
     databases: tuple[DatabaseConfig, ...] = ()
+    # Set by the target's for_tests(), never from YAML: this is provision's own test server.
+    test_server: bool = False
     # Where relative SQL paths are resolved from, and what to call the config in messages.
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "built-in defaults"
@@ -179,6 +188,7 @@ _SCALAR_KEYS: dict[str, str] = {
     "image": "str",
     "volume": "optional_name",
     "tmpfs": "bool",
+    "data_dir": "optional_path",
     "trust_local": "bool",
     "bind": "ip",
     "connect_host": "optional_host",
@@ -199,7 +209,17 @@ _SCALAR_KEYS: dict[str, str] = {
 }
 _MAPPING_KEYS = ("server_settings", "databases")
 TOP_KEYS = tuple(_SCALAR_KEYS) + _MAPPING_KEYS
-DATABASE_KEYS = ("sql", "alembic_revision", "tables", "single_transaction", "demo", "variables", "migrations", "seed")
+DATABASE_KEYS = (
+    "sql",
+    "alembic_revision",
+    "tables",
+    "single_transaction",
+    "demo",
+    "variables",
+    "migrations",
+    "seed",
+    "extensions",
+)
 MIGRATIONS_KEYS = ("alembic", "revision", "command", "cwd", "url_env", "env", "inputs", "timeout")
 SEED_KEYS = ("sql", "command", "cwd", "url_env", "env", "inputs", "timeout")
 ENV_PREFIX = "PROVISION_"
@@ -301,6 +321,14 @@ def load_config(
     if "volume" not in values and values.get("container", DEFAULT_CONTAINER) != DEFAULT_CONTAINER:
         # Another app's container must not share ChatBI's data volume by accident.
         values["volume"] = f"{values['container']}-pgdata"
+    if values.get("data_dir"):
+        if values.get("volume") and values.get("volume") != DEFAULT_VOLUME:
+            raise ConfigError(
+                f"both `volume:` ({values['volume']}) and `data_dir:` are set ({source}); the data lives in one place",
+                hint="keep `data_dir:` to bind-mount a host directory, or `volume:` for a Docker volume",
+            )
+        values["volume"] = None
+        values["data_dir"] = str((base_dir / values["data_dir"]).resolve())
     if "host" not in values and values.get("target") == "docker" and "bind" in values:
         values["host"] = connect_host(values["bind"])
 
@@ -577,7 +605,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             f"password must be a string, got <hidden> ({where})",
             hint='quote it in YAML (password: "0123"): unquoted digits are read as a number and change',
         )
-    if not isinstance(value, str) and not (kind == "optional_name" and value is None):
+    if not isinstance(value, str) and not (kind in ("optional_name", "optional_path") and value is None):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and kind in ("str", "identifier"):
             value = str(value)
         else:
@@ -596,6 +624,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             return None
         if any(c.isspace() for c in value) or "/" in value:
             raise bad("a host name or address (no scheme, port or path)")
+    elif kind == "optional_path":
+        if value in (None, ""):
+            return None
+        if "\n" in value or ":" in value:
+            raise bad("a directory path (no ':' or newlines: Docker reads ':' as a mount option)")
     elif kind == "optional_name":
         if value in (None, ""):
             return None
@@ -674,6 +707,17 @@ def _parse_databases(value: Any, source: str, lines: Mapping[tuple[str, ...], in
                         raise ConfigError(f"psql variable {var} must be a single-line value ({kwhere})")
                     pairs.append((var, str(val)))
                 kwargs[key] = tuple(pairs)
+            elif key == "extensions":
+                items = [item] if isinstance(item, str) else item
+                if not isinstance(items, list) or not all(
+                    isinstance(i, str) and _EXTENSION_NAME.fullmatch(i) and len(i) <= MAX_IDENTIFIER_BYTES
+                    for i in items
+                ):
+                    raise ConfigError(
+                        f"extensions must be a list of extension names ({kwhere})",
+                        hint="e.g. `extensions: [vector, postgis]` (names as in pg_available_extensions)",
+                    )
+                kwargs[key] = tuple(dict.fromkeys(items))
             elif key == "migrations":
                 kwargs[key] = _parse_migrations(item, name, source, lines)
             elif key == "seed":

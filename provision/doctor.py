@@ -35,6 +35,32 @@ def server_checks(cfg: Config, admin: Connection) -> list[Check]:
         *guarded("leftovers", lambda: _leftovers(cfg, admin)),
         *guarded("templates", lambda: _templates(cfg, admin)),
         *guarded("lock", lambda: _lock(admin)),
+        *guarded("extensions", lambda: _extensions(cfg, admin)),
+    ]
+
+
+def _extensions(cfg: Config, admin: Connection) -> list[Check]:
+    from .postgres import dbops
+
+    wanted = {db.name: db.extensions for db in cfg.databases if db.extensions}
+    if not wanted:
+        return []
+    missing = {name: dbops.missing_extensions(admin, exts) for name, exts in wanted.items()}
+    missing = {name: exts for name, exts in missing.items() if exts}
+    if not missing:
+        every = sorted({e for exts in wanted.values() for e in exts})
+        return [Check("extensions", "ok", f"the server has every extension the config asks for: {', '.join(every)}")]
+    where = "; ".join(f"{name} needs {', '.join(exts)}" for name, exts in missing.items())
+    server = f"the server (image {cfg.image})" if cfg.target == "docker" else "the server"
+    return [
+        Check(
+            "extensions",
+            "fail",
+            f"{server} lacks extensions the config asks for: {where}",
+            "use an image that has them: `compose/build-offline-image.sh --tag postgres:18-pgvector-postgis "
+            "--extensions pgvector,postgis`, or an official pgvector/pgvector or postgis/postgis image; "
+            "then set `image:` and `provision up --recreate`",
+        )
     ]
 
 

@@ -98,6 +98,7 @@ class StatusResult:
     templates: tuple[TemplateStatus, ...] = ()
     snapshots: tuple[Snapshot, ...] = ()
     branch_note: str | None = None  # the databases in place belong to another git branch than the one checked out
+    copy_on_write: str | None = None  # how the server copies databases (dbops.copy_on_write_state)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,21 @@ def docker_client() -> Iterator[Any]:
     remove_test_objects(client)
 
 
+def require_image(docker_client: Any, image: str, how: str, *, ci_must_have: bool = True) -> str:
+    """`image` if the engine has it; else a skip that says how to get it. Under CI=true an image
+    that scripts/dev test builds must be there, so its absence fails instead."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(image)
+    except docker.errors.ImageNotFound:
+        message = f"{image} is not here: {how}"
+        if ci_must_have and os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: scripts/dev test builds it, so it must not be skipped)")
+        pytest.skip(message)
+    return image
+
+
 def remove_test_objects(client: Any, prefix: str = NAME_PREFIX) -> None:
     """Remove only what this test session created: provision-managed containers and volumes named `prefix`*."""
     import docker.errors

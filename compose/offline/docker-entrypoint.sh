@@ -1,5 +1,5 @@
 #!/bin/bash
-# Entrypoint of the offline stand-in for postgres:17: honours the official image's contract.
+# Entrypoint of the offline stand-in for postgres:N: honours the official image's contract.
 #
 # POSTGRES_USER (default postgres), POSTGRES_PASSWORD (required unless
 # POSTGRES_HOST_AUTH_METHOD=trust), POSTGRES_DB (default $POSTGRES_USER),

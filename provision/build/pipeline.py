@@ -135,6 +135,9 @@ class BuildPlan:
                 self.migrations.revision or "",
                 self.migrations.runner.url_env,
             ]
+        if self.database.extensions:
+            # Only when set, so the hash of a database without extensions stays what it was.
+            parts += ["extensions", *self.database.extensions]
         if self.seed_files or self.seed is not None:
             parts += ["seed", *(f.sha256 for f in self.seed_files), self.seed.digest if self.seed else ""]
         h.update("\x00".join(parts).encode())
@@ -323,6 +326,12 @@ def build_into(
         dbops.create_database(admin, name)
     with dropped_on_failure(server.endpoint, name):
         checkpoint("stage-created")
+        if plan.database.extensions:
+            with (
+                _timed(on_event, f"create extensions {', '.join(plan.database.extensions)}", plan.name),
+                dbops.connection(server.endpoint, name, application_name=BUILD_APP) as conn,
+            ):
+                dbops.create_extensions(conn, plan.name, plan.database.extensions)
         if plan.files:
             source_map = SourceMap() if source_map is None else source_map
             for segment in _segments(plan.files):

@@ -213,7 +213,11 @@ def ensure_standbys(admin: Connection, databases: Sequence[str], on_event: Event
     Call under the lock; `admin` should be a BUILD_APP session, so a killed run's clone is ended."""
     for orphan in orphaned_standbys(admin, databases):
         dbops.drop_database(admin, orphan)
-    made = []
+    made: list[str] = []
+    if dbops.clones_files(admin):
+        # Copy-on-write: a restore clones the snapshot in about the time a rename takes, so a
+        # standby would only hold a second copy's worth of catalog and, once written, of disk.
+        return made
     for snap in list_snapshots(admin, databases):
         if snap.standby:
             continue
@@ -247,8 +251,9 @@ def check_limit(cfg: Config, admin: Connection, names: Sequence[str], name: str,
         return
     current = others + sum(s.disk_bytes for s in list_snapshots(admin, [db.name for db in cfg.databases]))
     existing = dbops.list_databases(admin)
-    # A snapshot and its standby each take about the database's size.
-    adding = sum(2 * dbops.database_size(admin, n) for n in names if n in existing)
+    # A snapshot and its standby each take about the database's size (no standby with copy-on-write).
+    copies = 1 if dbops.clones_files(admin) else 2
+    adding = sum(copies * dbops.database_size(admin, n) for n in names if n in existing)
     limit = cfg.snapshot_limit_mb * 1_000_000
     if current + adding > limit:
         raise Refused(

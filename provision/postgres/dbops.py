@@ -24,6 +24,10 @@ LOCK_NAMESPACE = 0x70726F76  # "prov"
 LOCK_WAIT_SECONDS = 600
 
 
+class ExtensionUnavailable(ServerError):
+    """The config asks for an extension the server's image does not have."""
+
+
 class ServerUnavailable(ServerError):
     """The server did not accept a connection (yet); worth retrying while waiting for readiness."""
 
@@ -130,9 +134,10 @@ def list_databases(conn: Connection) -> dict[str, DatabaseRow]:
 
 
 def create_database(conn: Connection, name: str, template: str | None = None) -> None:
-    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    query: sql.Composable = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template:
         query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+        query = _with_strategy(conn, query, template, None)
     with server_errors(f"creating database {name}"):
         execute(conn, query)
 
@@ -145,14 +150,90 @@ FILE_COPY_ABOVE_BYTES = 64 * 1024 * 1024
 def copy_database(conn: Connection, name: str, source: str, strategy: str | None = None) -> None:
     """CREATE DATABASE name TEMPLATE source, raising psycopg2's own errors: ObjectInUse means a
     session is connected to `source`, which the caller may end and retry. Without a `strategy`
-    (WAL_LOG or FILE_COPY, PostgreSQL 15+), a large source is copied file by file."""
+    (WAL_LOG or FILE_COPY, PostgreSQL 15+), a large source, or any source on a server that clones
+    files (copy-on-write), is copied file by file."""
     query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source))
+    execute(conn, _with_strategy(conn, query, source, strategy))
+
+
+def _with_strategy(conn: Connection, query: sql.Composable, source: str, strategy: str | None) -> sql.Composable:
     if conn.server_version >= 150000:
-        if strategy is None and database_size(conn, source) > FILE_COPY_ABOVE_BYTES:
+        if strategy is None and (clones_files(conn) or database_size(conn, source) > FILE_COPY_ABOVE_BYTES):
+            # With file_copy_method = clone, FILE_COPY costs about the same for any size.
             strategy = "FILE_COPY"
         if strategy:
             query = sql.SQL("{} STRATEGY {}").format(query, sql.SQL(strategy))
-    execute(conn, query)
+    return query
+
+
+def file_copy_method(conn: Connection) -> str | None:
+    """PostgreSQL 18+'s file_copy_method for this session ('copy' or 'clone'); None before 18."""
+    if conn.server_version < 180000:
+        return None
+    return str(execute(conn, "SELECT current_setting('file_copy_method')")[0][0])
+
+
+def copy_on_write_state(conn: Connection) -> str:
+    """How this server copies databases, in a phrase for `status`."""
+    method = file_copy_method(conn)
+    if method is None:
+        return f"off: PostgreSQL {conn.server_version // 10000} copies files (18+ can clone them)"
+    if method == "clone":
+        return "on: file_copy_method = clone (copies share the template's blocks until written)"
+    return "off: file_copy_method = copy (the data directory has no reflinks; see `data_dir:`)"
+
+
+def clones_files(conn: Connection) -> bool:
+    """Whether STRATEGY FILE_COPY clones files (copy-on-write) on this server: provision sets
+    file_copy_method = clone only where it found the data directory on a reflink filesystem."""
+    return file_copy_method(conn) == "clone"
+
+
+def create_extensions(conn: Connection, database: str, names: Sequence[str]) -> None:
+    """CREATE EXTENSION IF NOT EXISTS each of `names` (with what they require), in `conn`'s database."""
+    missing = missing_extensions(conn, names)
+    if missing:
+        raise ExtensionUnavailable(
+            f"{database}: the server has no extension {', '.join(missing)} (PostgreSQL "
+            f"{conn.server_version // 10000}); the config asks for it under `extensions:`",
+            hint="use an image that has it, e.g. `compose/build-offline-image.sh --tag postgres:18-pgvector-postgis "
+            "--extensions pgvector,postgis` and `image: postgres:18-pgvector-postgis` (or the official "
+            "pgvector/pgvector, postgis/postgis images); `provision doctor` lists what is missing",
+        )
+    for name in names:
+        with server_errors(f"{database}: creating extension {name}"):
+            execute(conn, sql.SQL("CREATE EXTENSION IF NOT EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+# What PID 1 is called while an image's entrypoint script is still running its init phase.
+_ENTRYPOINT_SHELLS = frozenset({"bash", "sh", "dash", "docker-entrypoi"})
+
+
+def still_initialising(conn: Connection) -> str | None:
+    """Why the server `conn` reached is an image's temporary init-phase server, or None when it is
+    (or may be) the one that stays.
+
+    The official image's entrypoint ends with `exec postgres`, so the server that stays is PID 1
+    of the container; while init scripts run, PID 1 is the entrypoint's shell and the server is
+    its child. Only that case is refused: a server under tini or a supervisor, or a login without
+    the right to read these files, is taken as ready."""
+    try:
+        rows = execute(
+            conn,
+            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1), pg_read_file('/proc/1/comm')",
+        )
+    except psycopg2.Error:
+        return None  # not a superuser, or not a container: nothing to learn here
+    pid, comm = str(rows[0][0]).strip(), str(rows[0][1]).strip()
+    if pid == "1" or comm not in _ENTRYPOINT_SHELLS:
+        return None
+    return f"the server answering (PID {pid}) is the image's init-phase server: PID 1 is still its entrypoint ({comm})"
+
+
+def missing_extensions(conn: Connection, names: Sequence[str]) -> list[str]:
+    """Which of `names` the server cannot create (not in pg_available_extensions)."""
+    available = {row[0] for row in execute(conn, "SELECT name FROM pg_available_extensions")}
+    return [name for name in names if name not in available]
 
 
 def allow_connections(conn: Connection, name: str, allow: bool) -> None:

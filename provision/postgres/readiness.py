@@ -30,6 +30,7 @@ def wait_until_ready(
     check: Callable[[], None] | None = None,
     log_tail: Callable[[], str] | None = None,
     interval: float = POLL_SECONDS,
+    confirm: Callable[[Connection], None] | None = None,
 ) -> Ready:
     """Poll until a login with the configured credentials succeeds over TCP.
 
@@ -37,7 +38,9 @@ def wait_until_ready(
     completed TCP login means init is over; a TCP connect alone is not enough, because
     docker-proxy accepts connections before Postgres listens. `check` runs before every
     attempt and raises at once (a container that exited or restart-loops); only
-    ServerUnavailable is retried, never AuthFailed.
+    ServerUnavailable is retried, never AuthFailed. `confirm` runs on each successful login and
+    raises ServerUnavailable when the server that answered is not the one that stays (an image
+    whose init scripts restart the server with TCP on, as PostGIS-style images can).
     """
     started = time.monotonic()
     attempts = 0
@@ -50,6 +53,12 @@ def wait_until_ready(
         ep = endpoint()
         remaining = max(2, int(timeout - (time.monotonic() - started)) + 1)
         conn = connect(ep, timeout=min(remaining, 5), application_name="provision wait")
+        if confirm is not None:
+            try:
+                confirm(conn)
+            except BaseException:
+                conn.close()
+                raise
         return Ready(ep, int(conn.server_version), time.monotonic() - started, attempts, conn)
 
     try:

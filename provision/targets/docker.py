@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -39,6 +40,14 @@ TEST_SERVER_SETTINGS = (
 )
 
 Action = Literal["created", "recreated", "started", "reused"]
+
+# Run in the container as postgres with the data directory as $1: prints the filesystem's type
+# and 0 when a reflink copy works there (XFS with reflink=1, btrfs), else cp's exit code.
+REFLINK_PROBE = (
+    'd="$1"; t=$(stat -f -c %T "$d" 2>/dev/null || echo unknown); p="$d/.provision-reflink-probe.$$"; '
+    'head -c 65536 /dev/zero > "$p" 2>/dev/null && cp --reflink=always "$p" "$p.copy" 2>/dev/null; rc=$?; '
+    'rm -f "$p" "$p.copy"; echo "$t $rc"'
+)
 
 
 class DockerTarget(Target):
@@ -119,11 +128,55 @@ class DockerTarget(Target):
             volume=self.cfg.volume,
             image=self.cfg.image,
         )
-        ready = wait_until_ready(probe.endpoint, timeout, check=probe.check, log_tail=probe.log_tail)
+        ready = wait_until_ready(
+            probe.endpoint, timeout, check=probe.check, log_tail=probe.log_tail, confirm=probe.confirm
+        )
         ep = ready.endpoint
         on_event(Event("step", f"server ready on {ep.host}:{ep.port}", None, ready.seconds))
+        if ready.server_version >= 180000:
+            self._settle_copy_method(ready.conn, recheck=action != "reused", on_event=on_event)
         up = UpResult(action, name, ep.host, ep.port, ready.server_version, time.monotonic() - started, ready.seconds)
         return Server(ep, self.psql_runner(ep), ready.server_version, ready.conn), up
+
+    def probe_reflink(self, data_directory: str) -> tuple[str, bool]:
+        """(filesystem type, whether a reflink copy works) for the data directory, from inside the container."""
+        code, out = self.engine.exec(
+            self.container, ["sh", "-c", REFLINK_PROBE, "provision-probe", data_directory], user="postgres"
+        )
+        words = out.split()
+        if code != 0 or len(words) < 2:
+            return "unknown", False
+        return words[-2], words[-1] == "0"
+
+    def _settle_copy_method(self, conn: Connection, *, recheck: bool, on_event: EventFn) -> None:
+        """Detect copy-on-write: on PostgreSQL 18+, set file_copy_method = clone server-wide when the
+        data directory is on a filesystem with reflinks, else copy. Probed once per container (the
+        answer is kept in postgresql.auto.conf); a file_copy_method the user set is left alone."""
+        import psycopg2
+        from psycopg2 import sql
+
+        from ..postgres import dbops
+
+        # Detection is an optimisation: a server that refuses it (not a superuser) just copies.
+        with contextlib.suppress(ProvisionError, psycopg2.Error):
+            setting, source, sourcefile, data_directory = dbops.execute(
+                conn,
+                "SELECT setting, source, coalesce(sourcefile, ''), current_setting('data_directory') "
+                "FROM pg_settings WHERE name = 'file_copy_method'",
+            )[0]
+            ours = source == "configuration file" and str(sourcefile).endswith("postgresql.auto.conf")
+            if not (source == "default" or (ours and recheck)):
+                return
+            fs, reflink = self.probe_reflink(str(data_directory))
+            wanted = "clone" if reflink else "copy"
+            if source == "default" or setting != wanted:
+                dbops.execute(conn, sql.SQL("ALTER SYSTEM SET file_copy_method = {}").format(sql.Literal(wanted)))
+                dbops.execute(conn, "SELECT pg_reload_conf()")
+                deadline = time.monotonic() + 2
+                while dbops.file_copy_method(conn) != wanted and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            what = "on: copies are cloned" if reflink else "off: copies are copied"
+            on_event(Event("info", f"copy-on-write {what} (data directory on {fs}; file_copy_method = {wanted})"))
 
     def _ensure_container(self, recreate: bool, on_event: EventFn) -> Action:
         from .docker_engine import NameConflict, drift_error, find_drift
@@ -333,12 +386,42 @@ class DockerTarget(Target):
                 checks.append(Check("server", "ok", f"PostgreSQL {admin.server_version // 10000} accepts logins"))
             except ProvisionError as exc:
                 checks.append(Check("server", "fail", exc.message, exc.hint or None))
+        if admin is not None:
+            checks += guarded("copy-on-write", lambda: self._copy_on_write_check(admin))
         return checks, admin
+
+    def _copy_on_write_check(self, admin: Connection) -> Check:
+        from ..postgres import dbops
+        from ..results import Check
+
+        method = dbops.file_copy_method(admin)
+        if method is None:
+            return Check("copy-on-write", "ok", dbops.copy_on_write_state(admin))
+        data_directory = str(dbops.execute(admin, "SELECT current_setting('data_directory')")[0][0])
+        fs, reflink = self.probe_reflink(data_directory)
+        where = f"the data directory is on {fs}, {'with' if reflink else 'without'} reflinks"
+        if reflink and method == "clone":
+            return Check("copy-on-write", "ok", f"on: {where}; databases are cloned (file_copy_method = clone)")
+        if reflink:
+            return Check(
+                "copy-on-write",
+                "warn",
+                f"off: {where}, but file_copy_method = {method}",
+                "it was set by hand; remove it (ALTER SYSTEM RESET file_copy_method) and run `provision up`",
+            )
+        return Check(
+            "copy-on-write",
+            "ok",
+            f"off: {where}; copies cost time and disk in proportion to size",
+            "for clones of any size in a fraction of a second, put the data on XFS (reflink=1) or btrfs: "
+            "`data_dir:` in provision.yaml (see the README, Copy-on-write)",
+        )
 
     @property
     def throwaway(self) -> bool:
-        # The test server's data directory is in memory (for_tests): gone when it stops anyway.
-        return self.cfg.tmpfs
+        # The test server's data directory is in memory (for_tests): gone when it stops anyway;
+        # or, with `data_dir:`, beside the user's, holding only the test server's copies.
+        return self.cfg.tmpfs or self.cfg.test_server
 
     def for_tests(self) -> Config:
         """Its own container `<container>-test` on a free port, its data directory in memory
@@ -348,6 +431,20 @@ class DockerTarget(Target):
         cfg = self.cfg
         settings = dict(TEST_SERVER_SETTINGS)
         settings.update(dict(cfg.server_settings))
+        if cfg.data_dir:
+            # The user put the data on a filesystem of their choosing (for copy-on-write): the test
+            # server's copies go beside it, on the same filesystem, instead of into memory.
+            return cfg.with_overrides(
+                container=f"{cfg.container}-test",
+                volume=None,
+                data_dir=f"{cfg.data_dir}-test",
+                tmpfs=False,
+                port=0,
+                server_settings=tuple(settings.items()),
+                cleanup="sync",
+                trust_local=True,
+                test_server=True,
+            )
         return cfg.with_overrides(
             container=test_container(cfg),
             volume=None,
@@ -356,6 +453,7 @@ class DockerTarget(Target):
             server_settings=tuple(settings.items()),
             cleanup="sync",
             trust_local=True,
+            test_server=True,
         )
 
 

@@ -70,6 +70,7 @@ class ContainerInfo:
     labels: Mapping[str, str]
     env: Mapping[str, str] = field(repr=False)
     error: str = ""
+    data_dir: str | None = None  # a host directory bind-mounted as the data directory
 
     @property
     def running(self) -> bool:
@@ -260,6 +261,8 @@ class DockerEngine:
         for name, value in cfg.server_settings:
             command += ["-c", f"{name}={value}"]
         volumes = {cfg.volume: {"bind": PGDATA, "mode": "rw"}} if cfg.volume and not cfg.tmpfs else None
+        if cfg.data_dir and not cfg.tmpfs:
+            volumes = {cfg.data_dir: {"bind": PGDATA, "mode": "rw"}}
         # In memory: clones and drops cost a fraction; the data goes when the container stops.
         tmpfs = {PGDATA: "rw"} if cfg.tmpfs else None
         with self.guard(f"create container {cfg.container}"):
@@ -274,6 +277,10 @@ class DockerEngine:
                         "POSTGRES_USER": cfg.user,
                         "POSTGRES_PASSWORD": cfg.password,
                         "POSTGRES_DB": "postgres",
+                        # Where the volume is mounted. Said explicitly because the official
+                        # postgres:18 image moved its default (to /var/lib/postgresql/18/docker)
+                        # and refuses to start when data is mounted at the old place without it.
+                        "PGDATA": PGDATA,
                         **({"POSTGRES_HOST_AUTH_METHOD": "trust"} if cfg.trust_local else {}),
                     },
                     ports={"5432/tcp": (cfg.bind, port)},
@@ -557,6 +564,10 @@ def find_drift(info: ContainerInfo, cfg: Config) -> list[str]:
         drift.append("password differs from the config")
     if (info.volume or None) != (None if cfg.tmpfs else cfg.volume or None):
         drift.append(f"data volume is {info.volume or 'none'}, config says {cfg.volume or 'none'}")
+    if (info.data_dir or None) != (None if cfg.tmpfs else cfg.data_dir):
+        drift.append(
+            f"data directory is {info.data_dir or 'not a host directory'}, config says {cfg.data_dir or 'none'}"
+        )
     trusted = info.env.get("POSTGRES_HOST_AUTH_METHOD") == "trust"
     if trusted != cfg.trust_local:
         drift.append(f"logins {'need no' if trusted else 'need a'} password, config says otherwise")
@@ -590,7 +601,10 @@ def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
             host_port = int(binding["HostPort"])  # the real one, when Docker chose it
             break
     volume = None
+    data_dir = None
     for mount in attrs.get("Mounts") or []:
+        if mount.get("Destination") == PGDATA and mount.get("Type") == "bind":
+            data_dir = mount.get("Source") or None
         if mount.get("Destination") == PGDATA and mount.get("Type") == "volume" and mount.get("Name"):
             # Anonymous volumes (from the image's VOLUME line) have 64-hex names; they are not "the" volume.
             name = mount["Name"]
@@ -610,6 +624,7 @@ def _container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         labels=dict(config.get("Labels") or {}),
         env=env,
         error=str(state.get("Error") or ""),
+        data_dir=data_dir,
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..endpoint import Endpoint
 from ..errors import NotReady
-from ..postgres.dbops import ServerUnavailable
+from ..postgres.dbops import Connection, ServerUnavailable, still_initialising
 from .docker_engine import ContainerInfo
 
 # How long a cleanly stopped container may stay stopped while we wait (a `docker restart`).
@@ -56,6 +56,13 @@ class ContainerProbe:
         self.initial_restarts: int | None = None
         self.port: int | None = None
         self.stopped_since: float | None = None
+
+    def confirm(self, conn: Connection) -> None:
+        """Refuse a login that reached the server an init script started, which is stopped again
+        before the image's real server starts."""
+        why = still_initialising(conn)
+        if why is not None:
+            raise ServerUnavailable(f"container {self.name} is still initialising: {why}")
 
     def check(self) -> None:
         name = self.name

@@ -24,6 +24,7 @@ NAMES = [
     "container",
     "port",
     "server",
+    "copy-on-write",
     "leftovers",
     "templates",
     "lock",

@@ -519,3 +519,36 @@ def test_housekeeping_job_carries_a_config_the_child_can_build_from(
 def test_is_local_host(host: str, local: bool) -> None:
     assert is_local_host(host) is local
     assert is_local_host("db.example.com") is False
+
+
+def test_extensions_are_parsed_and_part_of_the_content_hash(write_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    from provision.build.pipeline import plan_database
+
+    (tmp_path / "a.sql").write_text("select 1;\n")
+    plain = load(write_yaml("databases:\n  app:\n    sql: [a.sql]\n"))
+    with_ext = load(write_yaml("databases:\n  app:\n    sql: [a.sql]\n    extensions: [vector, postgis, vector]\n"))
+    other = load(write_yaml("databases:\n  app:\n    sql: [a.sql]\n    extensions: [vector]\n"))
+    assert plain.database("app").extensions == ()
+    assert with_ext.database("app").extensions == ("vector", "postgis")
+    hashes = {plan_database(c, c.database("app")).content_hash(180000) for c in (plain, with_ext, other)}
+    assert len(hashes) == 3
+
+
+@pytest.mark.parametrize("value", ["[1]", "['vector; drop']", "{a: b}", "['']"])
+def test_bad_extension_names_are_refused(write_yaml: Callable[..., Path], tmp_path: Path, value: str) -> None:
+    (tmp_path / "a.sql").write_text("select 1;\n")
+    with pytest.raises(ConfigError, match="extensions must be a list of extension names"):
+        load(write_yaml(f"databases:\n  app:\n    sql: [a.sql]\n    extensions: {value}\n"))
+
+
+def test_data_dir_is_resolved_beside_the_config_and_replaces_the_volume(
+    write_yaml: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "a.sql").write_text("select 1;\n")
+    cfg = load(write_yaml("data_dir: pgdata\ndatabases:\n  app:\n    sql: [a.sql]\n"))
+    assert cfg.data_dir == str(tmp_path / "pgdata")
+    assert cfg.volume is None
+    error = config_error(write_yaml("volume: mine\ndata_dir: /srv/pg\ndatabases:\n  app:\n    sql: [a.sql]\n"))
+    assert "both `volume:` (mine) and `data_dir:` are set" in error.message
+    bad = config_error(write_yaml("data_dir: /srv/pg:ro\ndatabases:\n  app:\n    sql: [a.sql]\n"))
+    assert "a directory path" in bad.message

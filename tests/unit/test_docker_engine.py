@@ -117,6 +117,19 @@ def test_container_info_matches_the_default_config(defaults: Config) -> None:
     assert find_drift(_container_info(inspect_running()), defaults) == []
 
 
+def test_a_bind_mounted_data_dir_is_read_and_compared(tmp_path: Path) -> None:
+    attrs = inspect_running()
+    attrs["Mounts"] = [{"Type": "bind", "Source": "/srv/xfs/pg", "Destination": "/var/lib/postgresql/data", "RW": True}]
+    info = _container_info(attrs)
+    assert info.volume is None and info.data_dir == "/srv/xfs/pg"
+    same = load_config(None, env={}, cwd=tmp_path, overrides={"data_dir": "/srv/xfs/pg"})
+    assert same.volume is None
+    assert find_drift(info, same) == []
+    moved = same.with_overrides(data_dir="/srv/other")
+    assert find_drift(info, moved) == ["data directory is /srv/xfs/pg, config says /srv/other"]
+    assert find_drift(_container_info(inspect_running()), same)  # a volume where a data_dir is wanted
+
+
 def test_anonymous_volume_counts_as_no_volume() -> None:
     attrs = inspect_running()
     attrs["Mounts"][0].update(Name=ANONYMOUS, Source=f"/var/lib/docker/volumes/{ANONYMOUS}/_data")
