@@ -97,7 +97,7 @@ def make_case(case: str, top: Path) -> Config:
 
 
 def owner(cfg: Config) -> str:
-    from provision.build.branches import owner as owner_of
+    from provision.builds.branches import owner as owner_of
 
     with api.connect_admin(cfg) as admin:
         rows = dbops.list_databases(admin)

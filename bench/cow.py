@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from psycopg2 import sql  # noqa: E402
 
 from provision import api  # noqa: E402
-from provision.build.pipeline import plan_database, spare_name, template_name  # noqa: E402
+from provision.builds.pipeline import plan_database, spare_name, template_name  # noqa: E402
 from provision.config import Config, load_config  # noqa: E402
 from provision.endpoint import Endpoint  # noqa: E402
 from provision.postgres import dbops  # noqa: E402

@@ -32,7 +32,7 @@ import psycopg2
 import yaml
 
 from provision import api
-from provision.build import leases
+from provision.builds import leases
 from provision.config import load_config
 from provision.postgres import dbops
 

@@ -11,7 +11,7 @@ import statistics
 import time
 
 from provision import api
-from provision.build.pipeline import fresh_databases, plan_database
+from provision.builds.pipeline import fresh_databases, plan_database
 from provision.config import load_config
 from provision.events import ignore
 from provision.postgres import dbops

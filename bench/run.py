@@ -33,7 +33,7 @@ import psycopg2
 import psycopg2.extensions
 
 from provision import api
-from provision.build.pipeline import plan_database
+from provision.builds.pipeline import plan_database
 from provision.config import Config, load_config
 from provision.errors import ProvisionError
 from provision.names import spare_name, template_name

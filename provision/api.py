@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from . import session
-from .build import branches, snapshots
-from .build.pipeline import Server
+from .builds import branches, snapshots
+from .builds.pipeline import Server
 from .config import Config
 from .errors import ConfigError, ProvisionError
 from .events import Event, EventFn, ignore
@@ -43,7 +43,7 @@ from .results import (
 from .targets import make_target
 
 if TYPE_CHECKING:
-    from .build.leases import GcResult, Lease, LeaseList, LeaseResult
+    from .builds.leases import GcResult, Lease, LeaseList, LeaseResult
     from .endpoint import Endpoint
     from .postgres.dbops import Connection
 
@@ -151,7 +151,7 @@ def fresh(
     otherwise Refused is raised and nothing is touched.
     """
     from . import housekeeping
-    from .build.pipeline import cleanup_leftovers, fresh_databases, housekeep
+    from .builds.pipeline import cleanup_leftovers, fresh_databases, housekeep
     from .postgres import dbops
 
     emit = on_event or ignore
@@ -220,7 +220,7 @@ def snapshot_save(
 
     Sessions on those databases are ended (a template copy needs that). Refused when a snapshot of
     that name exists (unless force) or when the snapshots would pass `snapshot_limit_mb`."""
-    from .build.pipeline import cleanup_leftovers
+    from .builds.pipeline import cleanup_leftovers
     from .postgres import dbops
 
     emit = on_event or ignore
@@ -271,7 +271,7 @@ def snapshot_restore(
     The same atomic swap as `fresh`: other sessions are ended, the current database is renamed
     aside and dropped afterwards. Databases that hold tables are only replaced with yes=True or
     when `confirm` returns True. With a standby ready, the restore is a rename."""
-    from .build.pipeline import cleanup_leftovers
+    from .builds.pipeline import cleanup_leftovers
 
     emit = on_event or ignore
     started = time.monotonic()
@@ -357,7 +357,7 @@ def check(
     """Compare schemas, touching no database in place: by default each database built from its SQL
     sources against the same built by its migrations; with live=True the live database against a
     fresh build. Scratch copies are dropped however it ends. CheckResult.drift says if any differ."""
-    from .build import drift
+    from .builds import drift
 
     emit = on_event or ignore
     started = time.monotonic()
@@ -391,7 +391,7 @@ def check(
 
 def status(cfg: Config) -> StatusResult:
     """The server's state, and for each configured database: size, tables, Alembic, provenance; snapshots."""
-    from .build import staleness
+    from .builds import staleness
     from .postgres import dbops
 
     state = make_target(cfg).server_state()
@@ -445,7 +445,7 @@ def branch_switch(
     Its copies come back by a rename when their content hash matches the sources now; otherwise they
     are built (a warm `fresh`). Copies that hold data are only dropped (stale or superseded ones)
     with yes=True or when `confirm` agrees. NoGitBranch outside git or on a detached HEAD."""
-    from .build.pipeline import cleanup_leftovers
+    from .builds.pipeline import cleanup_leftovers
     from .gitrepo import checkout
 
     emit = on_event or ignore
@@ -522,7 +522,7 @@ def branch_install_hook(cfg: Config, *, force: bool = False) -> HookResult:
 @contextlib.contextmanager
 def _registry(cfg: Config) -> Iterator[tuple[Connection, Connection]]:
     """(registry, maintenance) connections to the configured server, the registry created on first use."""
-    from .build import leases
+    from .builds import leases
     from .postgres import dbops
 
     ep = endpoint(cfg)
@@ -550,8 +550,8 @@ def lease(
     runs next drops the copy. A `name` is found again by the next call with that name (refreshed
     from the new template when the sources changed). CapReached when `lease_max_bytes` would be
     passed even after evicting expired leases and unused templates."""
-    from .build import leases
-    from .build.pipeline import plan_database
+    from .builds import leases
+    from .builds.pipeline import plan_database
 
     emit = on_event or ignore
     started = time.monotonic()
@@ -592,7 +592,7 @@ def lease(
 
 def lease_renew(cfg: Config, name: str, *, ttl: float | None = None) -> Lease:
     """Extend lease `name` to `ttl` seconds from now (default `lease_ttl`); UnknownLease once it expired."""
-    from .build import leases
+    from .builds import leases
     from .postgres import dbops
 
     with dbops.connection(endpoint(cfg), leases.REGISTRY_DB, application_name=leases.APP) as reg:
@@ -601,7 +601,7 @@ def lease_renew(cfg: Config, name: str, *, ttl: float | None = None) -> Lease:
 
 def lease_release(cfg: Config, name: str) -> Lease:
     """Drop lease `name` and its copy now."""
-    from .build import leases
+    from .builds import leases
 
     with _registry(cfg) as (reg, admin):
         return leases.release(reg, admin, name)
@@ -609,7 +609,7 @@ def lease_release(cfg: Config, name: str) -> Lease:
 
 def lease_list(cfg: Config) -> LeaseList:
     """Every lease on the server (expired ones too, until collected), the templates, and their disk use."""
-    from .build import leases
+    from .builds import leases
 
     with _registry(cfg) as (reg, _):
         return leases.listing(reg, cfg.lease_max_bytes)
@@ -617,7 +617,7 @@ def lease_list(cfg: Config) -> LeaseList:
 
 def lease_gc(cfg: Config) -> GcResult:
     """Drop the copies of expired leases and copies no lease names (from cron, or any client)."""
-    from .build import leases
+    from .builds import leases
 
     with _registry(cfg) as (reg, admin):
         return leases.collect(reg, admin)

@@ -441,7 +441,7 @@ def check(
     if as_json:
         click.echo(json.dumps({**dataclasses.asdict(result), "drift": result.drift}, indent=2))
     else:
-        from .build.schema import render
+        from .builds.schema import render
 
         for db in result.databases:
             count = len(db.differences)

@@ -65,7 +65,7 @@ def _extensions(cfg: Config, admin: Connection) -> list[Check]:
 
 
 def _leftovers(cfg: Config, admin: Connection) -> Check:
-    from .build.pipeline import LEFTOVER_KINDS
+    from .builds.pipeline import LEFTOVER_KINDS
     from .postgres import dbops
 
     rows = dbops.list_databases(admin)
@@ -93,7 +93,7 @@ def _leftovers(cfg: Config, admin: Connection) -> Check:
 
 
 def _templates(cfg: Config, admin: Connection) -> Check:
-    from .build.pipeline import plan_database
+    from .builds.pipeline import plan_database
     from .names import template_name
     from .postgres import dbops
 

@@ -93,8 +93,8 @@ def run(payload: bytes, on_event: EventFn = ignore) -> None:
 def tidy_up(job: Job, server_version: int, on_event: EventFn = ignore) -> None:
     """Under the lock: drop the replaced copies; refresh templates and spares (after `fresh`), and
     clone the snapshots' standbys, so the next fresh or restore is a rename."""
-    from .build.pipeline import Server, cleanup_leftovers, housekeep, plan_database
-    from .build.snapshots import ensure_standbys
+    from .builds.pipeline import Server, cleanup_leftovers, housekeep, plan_database
+    from .builds.snapshots import ensure_standbys
     from .postgres.sqlstream import BUILD_APP
     from .targets import make_target
 

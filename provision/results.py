@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .build.schema import Difference
+    from .builds.schema import Difference
     from .endpoint import Endpoint
     from .postgres.sqlstream import SourceKind
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from .build.pipeline import BuildPlan, Server, plan_database
+from .builds.pipeline import BuildPlan, Server, plan_database
 from .config import Config
 from .errors import ConfigError, Refused
 from .events import Event, EventFn, ignore
@@ -61,7 +61,7 @@ def holding_lock(
 ) -> Iterator[Connection]:
     """An admin connection holding the server-wide provisioner lock. A verb that writes first
     reopens databases that a killed run left closed to connections (seal.py)."""
-    from .build import seal
+    from .builds import seal
 
     lock_conn = server.admin_connection(f"provision {purpose}")
     try:

@@ -46,6 +46,6 @@ def run(payload: bytes) -> list[str]:
 
 
 def top_up(job: SpareJob) -> list[str]:
-    from .build.leases import top_up_spares
+    from .builds.leases import top_up_spares
 
     return top_up_spares(job.endpoint, job.database, job.content_hash, job.target, job.cap)

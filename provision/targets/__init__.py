@@ -7,7 +7,7 @@ Lives here: the interface and the one table of kinds, `docker.py` with its engin
 (`docker_engine.py`, the only module that imports the Docker SDK) and start-up probe, `server.py`.
 
 May import: the top-level modules below `api` (config, errors, events, endpoint, results, doctor),
-`postgres/` and `build/`. Never `testing/`, `api` or `cli`.
+`postgres/` and `builds/`. Never `testing/`, `api` or `cli`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..build.pipeline import Server
+    from ..builds.pipeline import Server
     from ..config import Config
     from ..endpoint import Endpoint
     from ..events import EventFn

@@ -19,7 +19,7 @@ from ..results import Command, DownResult, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
-    from ..build.pipeline import Server
+    from ..builds.pipeline import Server
     from ..config import Config
     from ..postgres.dbops import Connection
     from ..postgres.sqlstream import PsqlOutput, PsqlRunner
@@ -105,7 +105,7 @@ class DockerTarget(Target):
     # ------------------------------------------------------------ up and ready
 
     def ready(self, *, create: bool, recreate: bool, timeout: float, on_event: EventFn) -> tuple[Server, UpResult]:
-        from ..build.pipeline import Server
+        from ..builds.pipeline import Server
         from ..postgres.readiness import wait_until_ready
         from .probe import ContainerProbe
 

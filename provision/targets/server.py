@@ -12,7 +12,7 @@ from ..results import Command, ServerState, UpResult
 from . import DUMP_ARGS, Target, local_psql_command
 
 if TYPE_CHECKING:
-    from ..build.pipeline import Server
+    from ..builds.pipeline import Server
     from ..postgres.dbops import Connection
     from ..postgres.sqlstream import PsqlOutput, PsqlRunner
     from ..results import Check
@@ -36,7 +36,7 @@ class ServerTarget(Target):
             )
 
     def ready(self, *, create: bool, recreate: bool, timeout: float, on_event: EventFn) -> tuple[Server, UpResult]:
-        from ..build.pipeline import Server
+        from ..builds.pipeline import Server
         from ..postgres.readiness import wait_until_ready
 
         started = time.monotonic()

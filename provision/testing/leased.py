@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ..build.leases import Renewer
+    from ..builds.leases import Renewer
     from ..config import Config
     from ..endpoint import Endpoint
     from ..postgres.dbops import Connection
@@ -67,7 +67,7 @@ def _config(pytestconfig: pytest.Config) -> Config:
 @pytest.fixture(scope="session")
 def provision_lease_factory(pytestconfig: pytest.Config) -> Iterator[Callable[[str], LeasedDatabase]]:
     from .. import api
-    from ..build.leases import Renewer
+    from ..builds.leases import Renewer
     from ..config import parse_duration
     from ..errors import ConfigError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import session
-from ..build.pipeline import ensure_template, prune_templates
+from ..builds.pipeline import ensure_template, prune_templates
 from ..config import Config
 from ..errors import DriftDetected
 from ..events import Event, EventFn, ignore

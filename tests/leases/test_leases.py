@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from provision.build import leases
-from provision.build.pipeline import plan_database
+from provision.builds import leases
+from provision.builds.pipeline import plan_database
 from provision.config import load_config
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.build import branches
+from provision.builds import branches
 from provision.errors import NoGitBranch
 from provision.gitrepo import checkout, hooks_dir, local_branches, merged_branches
 from tests.conftest import git

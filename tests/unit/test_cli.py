@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from provision import api
 from provision import cli as cli_module
-from provision.build.pipeline import DatabaseResult
+from provision.builds.pipeline import DatabaseResult
 from provision.config import Config
 from provision.errors import (
     AuthFailed,

@@ -491,7 +491,7 @@ def test_housekeeping_job_carries_a_config_the_child_can_build_from(
     same variables and password, from any working directory."""
     import pickle
 
-    from provision.build.pipeline import plan_database
+    from provision.builds.pipeline import plan_database
     from provision.endpoint import Endpoint
     from provision.housekeeping import Job
 
@@ -522,7 +522,7 @@ def test_is_local_host(host: str, local: bool) -> None:
 
 
 def test_extensions_are_parsed_and_part_of_the_content_hash(write_yaml: Callable[..., Path], tmp_path: Path) -> None:
-    from provision.build.pipeline import plan_database
+    from provision.builds.pipeline import plan_database
 
     (tmp_path / "a.sql").write_text("select 1;\n")
     plain = load(write_yaml("databases:\n  app:\n    sql: [a.sql]\n"))

@@ -85,25 +85,25 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_finder_sees_imports_inside_functions_and_type_checking() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    modules = {"provision", "provision.build", "provision.build.pipeline", "provision.postgres.dbops", "provision.x"}
+    modules = {"provision", "provision.builds", "provision.builds.pipeline", "provision.postgres.dbops", "provision.x"}
     text = (
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from ..postgres import dbops\n"
         "def f():\n    from .. import x\n"
         "def g():\n    from ..version import __version__\n"
     )
-    assert imports_in(text, "provision.build.pipeline", False, modules) == {
+    assert imports_in(text, "provision.builds.pipeline", False, modules) == {
         "provision.postgres.dbops",
         "provision.x",
     }
-    assert imports_in("from .. import __version__\n", "provision.build.pipeline", False, modules) == {"provision"}
+    assert imports_in("from .. import __version__\n", "provision.builds.pipeline", False, modules) == {"provision"}
 
 
 def test_no_import_cycle_in_the_package() -> None:
     edges = graph()
     assert len(edges) > 20, "the walk found too few modules"
-    assert "provision.postgres.dbops" in edges["provision.build.pipeline"] or any(
-        "dbops" in m for m in edges.get("provision.build.pipeline", set())
+    assert "provision.postgres.dbops" in edges["provision.builds.pipeline"] or any(
+        "dbops" in m for m in edges.get("provision.builds.pipeline", set())
     ), "the graph misses a known import"
     found = cycles(edges)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
@@ -126,8 +126,8 @@ LEAVES = {
     "provision.names",
 }
 FORBIDDEN = {
-    "provision.postgres": ("provision.build", "provision.targets", "provision.testing", "provision.api"),
-    "provision.build": ("provision.targets", "provision.testing", "provision.api", "provision.cli"),
+    "provision.postgres": ("provision.builds", "provision.targets", "provision.testing", "provision.api"),
+    "provision.builds": ("provision.targets", "provision.testing", "provision.api", "provision.cli"),
     "provision.targets": ("provision.testing", "provision.api", "provision.cli"),
 }
 
@@ -146,7 +146,7 @@ def test_each_folder_imports_only_what_its_init_allows() -> None:
         f"{n} -> {d}" for n in postgres for d in edges[n] if not d.startswith("provision.postgres") and d not in LEAVES
     ]
     assert not wrong, "imports against the layering: " + "; ".join(sorted(wrong))
-    for folder in ("build", "postgres", "targets", "testing"):
+    for folder in ("builds", "postgres", "targets", "testing"):
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())) or ""
         assert "May import" in doc, f"{folder}/__init__ does not say what it may import"
 

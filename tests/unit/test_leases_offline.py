@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provision.build import leases
+from provision.builds import leases
 from provision.config import load_config, parse_duration
 from provision.errors import CapReached, ConfigError, Refused, exit_codes
 from provision.targets.docker import DockerTarget

@@ -1,4 +1,4 @@
-"""provision.build.migrations without a server: the Alembic revision graph, resolving the config, the command's run."""
+"""provision.builds.migrations without a server: the Alembic revision graph, resolving the config, the command's run."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from provision.build.appcommand import CommandFailed
-from provision.build.migrations import MigrationPlan, plan_migrations, read_revisions
-from provision.build.pipeline import plan_database
+from provision.builds.appcommand import CommandFailed
+from provision.builds.migrations import MigrationPlan, plan_migrations, read_revisions
+from provision.builds.pipeline import plan_database
 from provision.config import Config, load_config
 from provision.endpoint import Endpoint
 from provision.errors import ConfigError
@@ -56,7 +56,7 @@ def config(write_yaml: Callable[..., Path], migrations: str, sql: str = "") -> C
 
 
 def test_the_example_has_one_head_after_0001() -> None:
-    from provision.build.migrations import read_alembic_ini
+    from provision.builds.migrations import read_alembic_ini
 
     graph = read_revisions(read_alembic_ini(EXAMPLE / "alembic.ini"))
     assert graph.heads() == ["0002_chat_sessions_pinned_at"]
@@ -67,7 +67,7 @@ def test_the_example_has_one_head_after_0001() -> None:
 
 def test_graph_reads_annotated_and_plain_assignments_and_merges(tmp_path: Path) -> None:
     alembic_project(tmp_path, [("a", None), ("b", "a"), ("c", "a"), ("m", ("b", "c"))])
-    from provision.build.migrations import read_alembic_ini
+    from provision.builds.migrations import read_alembic_ini
 
     graph = read_revisions(read_alembic_ini(tmp_path / "alembic.ini"))
     assert sorted(graph.revisions) == ["a", "b", "c", "m"]
@@ -242,7 +242,7 @@ def test_the_command_dies_with_provision(tmp_path: Path) -> None:
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from provision.build.appcommand import CommandPlan, run
+from provision.builds.appcommand import CommandPlan, run
 from provision.endpoint import Endpoint
 plan = CommandPlan("migrations", ({str(script)!r},), Path({str(tmp_path)!r}), "DATABASE_URL", (), 60.0, (), "")
 run(plan, plan.argv, Endpoint("127.0.0.1", 1, "u", "p"), "db", "db", ())
@@ -396,7 +396,7 @@ def test_an_import_error_points_at_the_interpreter(tmp_path: Path, write_yaml: C
 
 
 def test_a_command_that_reached_another_database_says_so(tmp_path: Path, write_yaml: Callable[..., Path]) -> None:
-    from provision.build.appcommand import MisdirectedCommand
+    from provision.builds.appcommand import MisdirectedCommand
 
     script = tool(
         tmp_path,

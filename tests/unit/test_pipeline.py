@@ -1,4 +1,4 @@
-"""provision.build.pipeline without a server: build plans, content hashes, provenance records."""
+"""provision.builds.pipeline without a server: build plans, content hashes, provenance records."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import provision
-from provision.build.pipeline import plan_database, provenance, read_provenance
+from provision.builds.pipeline import plan_database, provenance, read_provenance
 from provision.config import Config, DatabaseConfig, default_databases
 
 PG17_2 = 170002

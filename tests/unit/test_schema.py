@@ -1,4 +1,4 @@
-"""provision.build.schema's compare() and render() on hand-built schemas (no database)."""
+"""provision.builds.schema's compare() and render() on hand-built schemas (no database)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from provision.build.schema import Difference, Schema, _unnamed_index, compare, render
+from provision.builds.schema import Difference, Schema, _unnamed_index, compare, render
 
 FK_DEF = "FOREIGN KEY (user_id) REFERENCES public.app_users(id) ON DELETE CASCADE"
 FUNCTION_DEF = (
