@@ -408,7 +408,7 @@ def status(cfg: Config) -> StatusResult:
     ) -> StatusResult:
         return StatusResult(
             cfg.target, state.container, state.state, state.image, host, port, state.volume, version,
-            error is None, error, databases, templates, found, cow,
+            error is None, error, databases, templates, found, copy_on_write=cow,
         )  # fmt: skip
 
     if ep is None or state.error:
