@@ -61,10 +61,17 @@ def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool
     is safe to kill at any point (the next run finishes it). Its pid is recorded so that
     wait() can wait for it.
     """
-    payload = pickle.dumps(Job(cfg, endpoint, tuple(names), use_cache, templates))
+    pid = detach("_housekeep", pickle.dumps(Job(cfg, endpoint, tuple(names), use_cache, templates)))
+    with open(_pids_path(endpoint), "a") as pids:
+        pids.write(f"{pid}\n")
+
+
+def detach(command: str, payload: bytes) -> int:
+    """Start `provision <command>` (a hidden CLI command) in a detached process of its own session,
+    reading `payload` on stdin and logging to log_path(); its pid."""
     with open(log_path(), "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _RUN_CHILD, _PACKAGE_PARENT, "_housekeep"],
+            [sys.executable, "-c", _RUN_CHILD, _PACKAGE_PARENT, command],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,
@@ -74,8 +81,7 @@ def spawn(cfg: Config, endpoint: Endpoint, names: Sequence[str], use_cache: bool
         assert proc.stdin is not None
         proc.stdin.write(payload)
         proc.stdin.close()
-    with open(_pids_path(endpoint), "a") as pids:
-        pids.write(f"{proc.pid}\n")
+    return proc.pid
 
 
 def run(payload: bytes, on_event: EventFn = ignore) -> None:

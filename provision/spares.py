@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from dataclasses import dataclass
 
 from .endpoint import Endpoint
-from .housekeeping import _PACKAGE_PARENT, _RUN_CHILD, log_path
+from .housekeeping import detach
 
 
 @dataclass(frozen=True)
@@ -24,18 +22,7 @@ class SpareJob:
 
 def spawn(job: SpareJob) -> None:
     """Top up the spares in a detached process: the caller has its lease and does not wait."""
-    with open(log_path(), "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _RUN_CHILD, _PACKAGE_PARENT, "_lease_spares"],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(pickle.dumps(job))
-        proc.stdin.close()
+    detach("_lease_spares", pickle.dumps(job))
 
 
 def run(payload: bytes) -> list[str]:

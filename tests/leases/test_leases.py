@@ -166,6 +166,19 @@ def test_a_spare_made_ahead_makes_the_next_lease_a_rename(lease_world: Any) -> N
     assert len(spares()) == 1, "collection leaves spares alone"
 
 
+def test_a_spare_is_made_ahead_by_a_detached_process(lease_world: Any) -> None:
+    """With the default background clean-up, the lease returns first and a detached child makes the spare."""
+    world = lease_world
+    ahead = {"PROVISION_LEASE_SPARES": "1", "PROVISION_CLEANUP": "background"}
+    first = world.clients[0].json("lease", "app", **ahead)
+    assert first["from_spare"] is False
+    deadline = time.monotonic() + 60
+    while not {n for n in world.server.databases() if n.startswith("app__lspare_")} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {n for n in world.server.databases() if n.startswith("app__lspare_")}, "no spare was made in the background"
+    assert world.clients[1].json("lease", "app", **ahead)["from_spare"] is True
+
+
 def test_the_library_renewer_keeps_a_lease_alive_past_its_ttl(lease_world: Any) -> None:
     world = lease_world
     got = world.clients[0].json("lease", "app", "--name", "renewed", "--ttl", "3s")
