@@ -12,6 +12,7 @@ import pytest
 
 from provision.config import CHATBI_TABLES
 from tests.conftest import (
+    ADD_0003,
     HEAD,
     Project,
     alembic_cli,
@@ -23,22 +24,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-
-ADD_0003 = '''"""Add saved_queries.shared_at."""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0003_saved_queries_shared"
-down_revision = "0002_chat_sessions_pinned_at"
-
-
-def upgrade() -> None:
-    op.add_column("saved_queries", sa.Column("shared_at", sa.TIMESTAMP(timezone=True)))
-
-
-def downgrade() -> None:
-    op.drop_column("saved_queries", "shared_at")
-'''
 
 BROKEN_0003 = '''"""A migration that fails."""
 from alembic import op
